@@ -1,0 +1,55 @@
+"""The Python API: thin wrappers that build a config and call the pieces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selfsup.config import RunConfig, load_yaml, set_field
+from selfsup.evaluate import evaluate, load_encoder
+from selfsup.train import Run
+from selfsup.train import pretrain as _pretrain
+
+# short keyword -> config field
+ALIASES = {
+    "data": "data.name", "image_size": "data.image_size", "limit": "data.limit", "strict": "data.strict",
+    "method": "method.name", "encoder": "encoder.name",
+    "budget": "train.budget", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
+    "device": "train.device", "precision": "train.precision", "accumulate": "train.accumulate",
+    "optimizer": "train.optimizer", "compile": "train.compile", "checkpoint_every": "train.checkpoint_every",
+}  # fmt: skip
+
+
+def build_config(config: str | Path | None = None, **fields) -> RunConfig:
+    """A RunConfig from an optional YAML file, then keyword fields (aliases or dotted names)."""
+    cfg = load_yaml(config) if config else RunConfig()
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if key == "out":
+            cfg.out = str(value)
+        elif key == "params":
+            cfg.method.params.update(value)
+        else:
+            set_field(cfg, ALIASES.get(key, key.replace("__", ".")), value)
+    return cfg.validate()
+
+
+def pretrain(config: str | Path | None = None, resume: str | Path | None = None, log=print, **fields) -> Run:
+    """``selfsup.pretrain(data="fashion-mnist", method="simclr", budget="10m", out="runs/x")``.
+
+    ``resume=RUN`` continues the run saved in that folder with its own config.
+    """
+    if resume is not None:
+        cfg = load_yaml(Path(resume) / "config.yaml") if (Path(resume) / "config.yaml").is_file() else None
+        if cfg is None:
+            from selfsup.errors import UserError
+
+            raise UserError(f"{resume} is not a run folder (no config.yaml); pass the --out folder of a run")
+        cfg.out = str(resume)
+        return _pretrain(cfg, resume=True, log=log)
+    if "out" not in fields:
+        fields["out"] = f"runs/{Path(str(fields.get('data') or 'fashion-mnist')).name}-{fields.get('method') or 'simclr'}"
+    return _pretrain(build_config(config, **fields), log=log)
+
+
+__all__ = ["pretrain", "evaluate", "load_encoder", "build_config", "Run"]

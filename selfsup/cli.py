@@ -1,0 +1,145 @@
+"""The command line: parse, build a config, call the library. User errors are one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from selfsup.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a YAML config (e.g. a run's config.yaml); flags override it")
+    p.add_argument("--data", help="fashion-mnist | digits | a folder of images (default fashion-mnist)")
+    p.add_argument("--method", help="a pretext task from `selfsup list methods` (default simclr)")
+    p.add_argument("--encoder", help="resnet18 | resnet50 (default resnet18)")
+    p.add_argument("--budget", help="90s, 10m, 2h, 500steps or 3epochs (default 3m)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the paper's, scaled by batch/256)")
+    p.add_argument("--optimizer", help="sgd | lars | adamw (default: the paper's)")
+    p.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    p.add_argument("--image-size", type=int, help="resize images to this side when caching")
+    p.add_argument("--limit", type=int, help="use only the first N training images")
+    p.add_argument("--strict", action="store_true", default=None, help="folders: a corrupt file is an error")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--precision", help="auto | fp32 | bf16")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--checkpoint-every", help="a duration (2m) or step count (100steps)")
+    p.add_argument("--out", help="the run folder (default runs/<data>-<method>)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config field, e.g. train.warmup=0.05 or method.temperature=0.2")  # fmt: skip
+    p.add_argument("--eval", metavar="PROTOCOLS", help="evaluate when done, e.g. knn,linear")
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run folder written by `selfsup pretrain`")
+    p.add_argument("--protocol", help="comma-separated: knn,linear (default both)")
+    p.add_argument("--labels", help="label fractions, e.g. 1%%,10%%,100%%")
+    p.add_argument("--no-baselines", action="store_true", help="skip the random-init and raw-pixel rows")
+    p.add_argument("--train-limit", type=int, help="cap the labelled pool at N images")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="eval fields, e.g. knn_k=20")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="selfsup", description="Self-supervised pretraining and evaluation.")
+    parser.add_argument("--version", action="store_true")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _pretrain_args(sub.add_parser("pretrain", help="pretrain an encoder with a pretext task"))
+    _eval_args(sub.add_parser("eval", help="evaluate a run: kNN / linear probe at label fractions"))
+    lst = sub.add_parser("list", help="what exists: methods, encoders, datasets, evaluations")
+    lst.add_argument("what", nargs="?", default="all", choices=["all", "methods", "encoders", "datasets", "evaluations"])
+    data = sub.add_parser("data", help="datasets")
+    data_sub = data.add_subparsers(dest="data_command", parser_class=_Parser)
+    get = data_sub.add_parser("get", help="locate or fetch, verify and cache a dataset (may use the network)")
+    get.add_argument("name")
+    return parser
+
+
+def _kv(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set {item!r} is malformed; use KEY=VALUE, e.g. train.warmup=0.05")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _cmd_pretrain(a) -> None:
+    from selfsup import api
+
+    if a.resume:
+        run = api.pretrain(resume=a.resume)
+    else:
+        fields = {k: getattr(a, k) for k in ("data", "method", "encoder", "budget", "batch_size", "lr", "optimizer",
+                                              "accumulate", "image_size", "limit", "strict", "seed", "device",
+                                              "precision", "compile", "checkpoint_every", "out")}  # fmt: skip
+        fields.update({k.replace(".", "__"): v for k, v in _kv(a.set).items()})
+        run = api.pretrain(config=a.config, **fields)
+    from selfsup.distributed import is_main
+
+    if is_main():
+        print(f"run saved in {run.path}")
+        if a.eval:
+            api.evaluate(run.path, protocol=a.eval)
+
+
+def _cmd_eval(a) -> None:
+    from selfsup import api
+
+    api.evaluate(a.run, protocol=a.protocol, labels=a.labels, baselines=False if a.no_baselines else None,
+                 **({"train_limit": a.train_limit} if a.train_limit else {}), **_kv(a.set))  # fmt: skip
+
+
+def _cmd_list(a) -> None:
+    import selfsup.data  # noqa: F401  (registers)
+    import selfsup.evaluate  # noqa: F401
+    import selfsup.methods  # noqa: F401
+    from selfsup.registry import DATASETS, ENCODERS, EVALUATIONS, METHODS
+
+    if a.what in ("all", "methods"):
+        by_modality: dict[str, list[str]] = {}
+        for name, cls in METHODS.items():
+            by_modality.setdefault(cls.modality, []).append(name)
+        print("methods:")
+        for modality, names in sorted(by_modality.items()):
+            print(f"  {modality}: {', '.join(names)}")
+    for title, reg in (("encoders", ENCODERS), ("datasets", DATASETS), ("evaluations", EVALUATIONS)):
+        if a.what in ("all", title):
+            print(f"{title}: {', '.join(reg.names())}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        a = build_parser().parse_args(argv)
+        if a.version:
+            from selfsup import __version__
+
+            print(__version__)
+        elif a.command == "pretrain":
+            _cmd_pretrain(a)
+        elif a.command == "eval":
+            _cmd_eval(a)
+        elif a.command == "list":
+            _cmd_list(a)
+        elif a.command == "data" and a.data_command == "get":
+            from selfsup.data import fetch
+
+            fetch(a.name)
+        else:
+            build_parser().print_help()
+            return 2
+    except UserError as e:
+        print(f"selfsup: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("selfsup: interrupted; the last checkpoint is intact (continue with --resume RUN)", file=sys.stderr)
+        return 130
+    return 0

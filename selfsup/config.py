@@ -1,0 +1,249 @@
+"""Typed configuration: dataclasses are the single source of truth.
+
+YAML only serializes them; the CLI sets their fields. Every value a user can
+get wrong is validated here with a message that names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfsup.errors import UserError
+
+# ----------------------------------------------------------------------------- budget
+
+_DURATION = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|steps?|epochs?)\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A training budget: wall-clock seconds, optimizer steps or epochs."""
+
+    kind: str  # "time" | "steps" | "epochs"
+    value: float
+
+    def __str__(self) -> str:
+        if self.kind == "time":
+            return f"{self.value:g}s"
+        return f"{int(self.value)}{self.kind}"
+
+
+def parse_budget(text: str, field_name: str = "train.budget") -> Budget:
+    m = _BUDGET_RE.match(str(text))
+    if not m:
+        raise UserError(
+            f"{field_name} {text!r} is malformed; use a duration (90s, 10m, 2h), "
+            "a step count (500steps) or an epoch count (3epochs)"
+        )
+    number, unit = float(m.group(1)), m.group(2)
+    if number <= 0:
+        raise UserError(f"{field_name} {text!r} must be positive")
+    if unit in _DURATION:
+        return Budget("time", number * _DURATION[unit])
+    if not number.is_integer():
+        raise UserError(f"{field_name} {text!r}: steps and epochs must be whole numbers")
+    return Budget("steps" if unit.startswith("step") else "epochs", number)
+
+
+def parse_labels(text: str | float | list) -> list[float]:
+    """'1%,10%,100%' or '0.01,0.1,1' -> [0.01, 0.1, 1.0]."""
+    items = text if isinstance(text, list) else str(text).split(",")
+    out = []
+    for item in items:
+        s = str(item).strip()
+        try:
+            v = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+        except ValueError:
+            raise UserError(f"--labels item {s!r} is malformed; use e.g. 1%,10%,100% or 0.01,0.1,1") from None
+        if not 0 < v <= 1:
+            raise UserError(f"--labels item {s!r} must be a fraction in (0, 100%]")
+        out.append(v)
+    if not out:
+        raise UserError("--labels is empty; use e.g. 1%,10%,100%")
+    return out
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"  # a registered dataset name or a folder of images
+    image_size: int | None = None  # None: the dataset's native size (folders: 64)
+    limit: int | None = None  # use only the first N training samples
+    strict: bool = False  # folders: a corrupt file is an error instead of skipped
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "resnet18"
+    small_stem: bool | None = None  # None: 3x3 stem without max-pool for inputs <= 64 px
+
+
+@dataclass
+class MethodConfig:
+    name: str = "simclr"
+    params: dict[str, Any] = field(default_factory=dict)  # validated by the method's Params
+
+
+@dataclass
+class TrainConfig:
+    budget: str = "3m"
+    batch_size: int = 256
+    optimizer: str | None = None  # None: the method's paper default (sgd | lars | adamw)
+    lr: float | None = None  # None: the method's base lr scaled by batch_size / 256
+    weight_decay: float | None = None
+    warmup: float = 0.1  # fraction of the steps spent in linear warm-up
+    accumulate: int = 1  # gradient accumulation steps per optimizer step
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA) | fp32 | bf16
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    sync_bn: bool = False
+    checkpoint_every: str = "2m"  # a duration or a step count
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    steps: int | None = None  # resolved total optimizer steps (set by the trainer)
+
+
+@dataclass
+class EvalConfig:
+    protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])
+    labels: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    baselines: bool = True  # add random-init and raw-pixel rows
+    knn_k: int = 200
+    knn_temperature: float = 0.07
+    batch_size: int = 512
+    train_limit: int | None = None  # cap on the labelled pool (None: all of it)
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str = "runs/run"
+
+    def validate(self) -> RunConfig:
+        t = self.train
+        parse_budget(t.budget)
+        parse_budget(t.checkpoint_every, "train.checkpoint_every")
+        if t.batch_size < 2:
+            raise UserError(f"train.batch_size={t.batch_size} must be at least 2")
+        if t.accumulate < 1:
+            raise UserError(f"train.accumulate={t.accumulate} must be at least 1")
+        if not 0 <= t.warmup < 1:
+            raise UserError(f"train.warmup={t.warmup} must be a fraction in [0, 1)")
+        if t.precision not in ("auto", "fp32", "bf16"):
+            raise UserError(f"train.precision={t.precision!r}; choose auto, fp32 or bf16")
+        if t.optimizer not in (None, "sgd", "lars", "adamw"):
+            raise UserError(f"train.optimizer={t.optimizer!r}; choose sgd, lars or adamw")
+        if self.data.image_size is not None and self.data.image_size < 8:
+            raise UserError(f"data.image_size={self.data.image_size} must be at least 8")
+        return self
+
+
+# ----------------------------------------------------------------------------- dict / YAML
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a mapping, not {value!r}")
+        return from_dict(tp, value, where)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where} must be a list, not {value!r}")
+        if where.endswith("labels"):
+            return parse_labels(list(value))
+        return [_coerce(v, args[0], where) for v in value]
+    if origin is dict or tp is Any:
+        return value
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return low in ("true", "1", "yes")
+            return bool(value)
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return tp(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}={value!r} is not a valid {tp.__name__}") from None
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"{where}: unknown field {unknown[0]!r}; known fields: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where != "config" else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def load_yaml(path: str | Path) -> RunConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {p} does not exist; pass a YAML file written by selfsup or --help")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        at = f" (line {line + 1})" if line is not None else ""
+        raise UserError(f"config file {p} is not valid YAML{at}; fix its syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a mapping of sections (data, method, train, ...)")
+    return from_dict(RunConfig, data).validate()
+
+
+def save_yaml(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def set_field(cfg: RunConfig, dotted: str, value: Any) -> None:
+    """Set ``section.field`` from a string or value, with type checking."""
+    parts = dotted.split(".")
+    obj = cfg
+    for p in parts[:-1]:
+        if not hasattr(obj, p) or not dataclasses.is_dataclass(getattr(obj, p)):
+            raise UserError(f"--set {dotted}: unknown section {p!r}")
+        obj = getattr(obj, p)
+    leaf = parts[-1]
+    if isinstance(obj, MethodConfig) and leaf not in ("name", "params"):
+        obj.params[leaf] = value
+        return
+    hints = typing.get_type_hints(type(obj))
+    if leaf not in hints:
+        raise UserError(f"--set {dotted}: unknown field {leaf!r}")
+    if isinstance(value, str) and value.lower() in ("none", "null"):
+        value = None
+    setattr(obj, leaf, _coerce(value, hints[leaf], dotted))

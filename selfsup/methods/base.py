@@ -1,0 +1,22 @@
+"""What every method returns, and small pieces methods compose (no deep base classes)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+
+class Output(NamedTuple):
+    loss: Tensor  # scalar
+    metrics: dict[str, float]
+    embedding: Tensor | None = None  # [B, D] representation for the collapse monitor
+
+
+def mlp_head(in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = True) -> nn.Sequential:
+    """Linear -> (BN) -> ReLU -> Linear: SimCLR's projection head g(.)."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm1d(hidden_dim))
+    layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)]
+    return nn.Sequential(*layers)

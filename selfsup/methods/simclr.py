@@ -1,0 +1,64 @@
+"""SimCLR: A Simple Framework for Contrastive Learning of Visual Representations.
+
+Chen, Kornblith, Norouzi, Hinton, ICML 2020 (arXiv:2002.05709).
+
+Two random views of each image go through the encoder f and a projection head g
+(2-layer MLP, 128-d output); NT-Xent pulls the two views of an image together and
+pushes the other 2(N-1) views of the batch away. Under DDP the negatives are
+gathered from every rank with gradient (``selfsup.losses.nt_xent``).
+
+Paper hyperparameters: LARS, lr = 0.3 x BatchSize/256, weight decay 1e-6,
+10 warm-up epochs then cosine decay, temperature 0.1 (large batches) / 0.5
+(CIFAR-10, appendix B.9), batch 256-8192; views: random resized crop
+(scale 0.08-1) + flip, colour jitter (s=1 ImageNet, 0.5 CIFAR; p=0.8), grayscale
+(p=0.2), Gaussian blur (p=0.5, ImageNet only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.losses import nt_xent
+from selfsup.methods.base import Output, mlp_head
+from selfsup.registry import METHODS
+from selfsup.views import ImageAugment
+
+
+@dataclass
+class SimCLRParams:
+    temperature: float = 0.5
+    proj_hidden: int | None = None  # None: the encoder's dim
+    proj_dim: int = 128
+    jitter_strength: float = 0.5
+    crop_scale_min: float = 0.08
+    blur_p: float | None = None  # None: 0.5 above 64 px, off for small images
+
+
+@METHODS.register("simclr")
+class SimCLR(nn.Module):
+    modality = "image"
+    Params = SimCLRParams
+    defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6}  # lr per 256 images
+
+    def __init__(self, encoder: nn.Module, params: SimCLRParams, image_size: int):
+        super().__init__()
+        self.encoder, self.params = encoder, params
+        self.projector = mlp_head(encoder.dim, params.proj_hidden or encoder.dim, params.proj_dim)
+        blur = params.blur_p if params.blur_p is not None else (0.5 if image_size > 64 else 0.0)
+        self.augment = ImageAugment(size=image_size, scale=(params.crop_scale_min, 1.0),
+                                    jitter_strength=params.jitter_strength, blur_p=blur)  # fmt: skip
+
+    def views(self, x: Tensor, generator) -> tuple[Tensor, Tensor]:
+        """x uint8 [B, C, H, W] -> two float views [B, C, S, S]."""
+        return self.augment(x, generator), self.augment(x, generator)
+
+    def forward(self, batch: tuple[Tensor, Tensor]) -> Output:
+        v1, v2 = batch
+        h = self.encoder(torch.cat([v1, v2])).pooled  # [2B, D]
+        z = self.projector(h)  # [2B, 128]
+        z1, z2 = z.chunk(2)
+        loss = nt_xent(z1, z2, self.params.temperature)
+        return Output(loss, {}, h[: v1.shape[0]].detach())

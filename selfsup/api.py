@@ -12,7 +12,7 @@ from selfsup.train import pretrain as _pretrain
 # short keyword -> config field
 ALIASES = {
     "data": "data.name", "image_size": "data.image_size", "limit": "data.limit", "strict": "data.strict",
-    "method": "method.name", "encoder": "encoder.name",
+    "method": "method.name", "encoder": "encoder.name", "width": "encoder.width",
     "budget": "train.budget", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
     "device": "train.device", "precision": "train.precision", "accumulate": "train.accumulate",
     "optimizer": "train.optimizer", "compile": "train.compile", "checkpoint_every": "train.checkpoint_every",
@@ -48,7 +48,8 @@ def pretrain(config: str | Path | None = None, resume: str | Path | None = None,
         cfg.out = str(resume)
         return _pretrain(cfg, resume=True, log=log)
     if "out" not in fields:
-        fields["out"] = f"runs/{Path(str(fields.get('data') or 'fashion-mnist')).name}-{fields.get('method') or 'simclr'}"
+        data = Path(str(fields.get("data") or "fashion-mnist")).name
+        fields["out"] = f"runs/{data}-{fields.get('method') or 'simclr'}"
     return _pretrain(build_config(config, **fields), log=log)
 
 

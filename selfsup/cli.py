@@ -18,6 +18,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="fashion-mnist | digits | a folder of images (default fashion-mnist)")
     p.add_argument("--method", help="a pretext task from `selfsup list methods` (default simclr)")
     p.add_argument("--encoder", help="resnet18 | resnet50 (default resnet18)")
+    p.add_argument("--width", type=int, help="ResNet first-stage channels (default 64; 16 for quick CPU runs)")
     p.add_argument("--budget", help="90s, 10m, 2h, 500steps or 3epochs (default 3m)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate (default: the paper's, scaled by batch/256)")
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     _pretrain_args(sub.add_parser("pretrain", help="pretrain an encoder with a pretext task"))
     _eval_args(sub.add_parser("eval", help="evaluate a run: kNN / linear probe at label fractions"))
     lst = sub.add_parser("list", help="what exists: methods, encoders, datasets, evaluations")
-    lst.add_argument("what", nargs="?", default="all", choices=["all", "methods", "encoders", "datasets", "evaluations"])
+    kinds = ["all", "methods", "encoders", "datasets", "evaluations"]
+    lst.add_argument("what", nargs="?", default="all", choices=kinds)
     data = sub.add_parser("data", help="datasets")
     data_sub = data.add_subparsers(dest="data_command", parser_class=_Parser)
     get = data_sub.add_parser("get", help="locate or fetch, verify and cache a dataset (may use the network)")
@@ -78,7 +80,7 @@ def _cmd_pretrain(a) -> None:
     if a.resume:
         run = api.pretrain(resume=a.resume)
     else:
-        fields = {k: getattr(a, k) for k in ("data", "method", "encoder", "budget", "batch_size", "lr", "optimizer",
+        fields = {k: getattr(a, k) for k in ("data", "method", "encoder", "width", "budget", "batch_size", "lr", "optimizer",
                                               "accumulate", "image_size", "limit", "strict", "seed", "device",
                                               "precision", "compile", "checkpoint_every", "out")}  # fmt: skip
         fields.update({k.replace(".", "__"): v for k, v in _kv(a.set).items()})

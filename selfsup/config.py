@@ -87,6 +87,7 @@ class DataConfig:
 class EncoderConfig:
     name: str = "resnet18"
     small_stem: bool | None = None  # None: 3x3 stem without max-pool for inputs <= 64 px
+    width: int = 64  # channels of the first stage (64: the paper's network; 16 suits a few CPU cores)
 
 
 @dataclass
@@ -151,6 +152,8 @@ class RunConfig:
             raise UserError(f"train.precision={t.precision!r}; choose auto, fp32 or bf16")
         if t.optimizer not in (None, "sgd", "lars", "adamw"):
             raise UserError(f"train.optimizer={t.optimizer!r}; choose sgd, lars or adamw")
+        if self.encoder.width < 4:
+            raise UserError(f"encoder.width={self.encoder.width} must be at least 4")
         if self.data.image_size is not None and self.data.image_size < 8:
             raise UserError(f"data.image_size={self.data.image_size} must be at least 8")
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import math
 
 import pytest
@@ -18,6 +19,7 @@ from selfsup.views import (
     random_resized_crop,
     rotate90,
 )
+from selfsup.views.image import _rotate_hue
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -168,14 +170,34 @@ def test_contrast_and_saturation_reference() -> None:
     torch.testing.assert_close(out, (f * x + (1 - f) * luma).clamp(0, 1), atol=1e-5, rtol=1e-4)
 
 
-def test_hue_matches_torchvision_for_fixed_shift() -> None:
-    x = images(b=3, c=3, h=8, w=8)
+def test_hue_jitter_matches_torchvision_per_sample() -> None:
+    x = images(b=6, c=3, h=8, w=8)
+    x[:, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0])  # pure red, hue 0: its new hue is the sample's shift
     out = color_jitter(x, brightness=0, contrast=0, saturation=0, hue=0.3, p=1.0, generator=gen(0))
-    # Recover the shift of sample 0 by searching torchvision's adjust_hue over a fine grid.
-    errs = [(TF.adjust_hue(x[0], s / 1000) - out[0]).abs().max().item() for s in range(-300, 301)]
-    assert min(errs) < 2e-3
+    shifts = []
+    for b in range(6):
+        h = colorsys.rgb_to_hsv(*out[b, :, 0, 0].tolist())[0]
+        shift = h if h < 0.5 else h - 1
+        assert abs(shift) <= 0.3 + 1e-5
+        torch.testing.assert_close(out[b], TF.adjust_hue(x[b], shift), atol=1e-4, rtol=0)
+        shifts.append(shift)
+    assert max(shifts) - min(shifts) > 0.05  # shifts differ between samples
     # Hue only rotates: value (max channel) is unchanged.
     torch.testing.assert_close(out.amax(1), x.amax(1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.1, -0.25, 0.5])
+def test_hue_rotation_matches_torchvision_adjust_hue(shift: float) -> None:
+    x = images(b=4, c=3, h=6, w=6)
+    # Grays, black, white, ties between the largest channels and pure primaries.
+    special = torch.tensor(
+        [[0.5, 0.5, 0.5], [0, 0, 0], [1, 1, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 0, 0], [0, 1, 0], [0.2, 0.2, 0.9]]
+    )
+    x[0, :, 0, :6] = special[:6].T
+    x[1, :, 0, :3] = special[6:].T
+    out = _rotate_hue(x, torch.full((4,), shift))
+    ref = torch.stack([TF.adjust_hue(img, shift) for img in x])
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
 def test_jitter_p_selects_subset() -> None:
@@ -260,11 +282,24 @@ def test_large_batch_runs_without_per_sample_loop() -> None:
     assert views.shape == (1024, 3, 32, 32) and rot.shape == x.shape
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_generator_and_device() -> None:
+    x = images(b=8, c=3, h=32, w=32).cuda()
+    aug = ImageAugment(size=24, blur_p=0.5)
+    a = aug(x, torch.Generator(device="cuda").manual_seed(0))
+    b = aug(x, torch.Generator(device="cuda").manual_seed(0))
+    assert a.device == x.device and torch.equal(a, b)
+    views, labels = all_rotations(x)
+    assert torch.equal(rotate90(x.repeat(4, 1, 1, 1), labels), views)
+
+
 def test_invalid_inputs() -> None:
     with pytest.raises(ValueError):
         random_resized_crop(torch.rand(3, 8, 8), 4, generator=gen(0))
     with pytest.raises(ValueError):
         rotate90(torch.rand(2, 1, 4, 6), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError):
+        all_rotations(torch.rand(2, 1, 4, 6))
     with pytest.raises(ValueError):
         gaussian_blur(images(), p=1.0, kernel_size=4, generator=gen(0))
 

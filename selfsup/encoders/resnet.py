@@ -1,35 +1,56 @@
-"""ResNet-18 / ResNet-50 (torchvision) behind the Encoder contract.
+"""ResNet-18 / ResNet-50 from torchvision's blocks, behind the Encoder contract.
 
 For inputs of 64 px or less the stem is the CIFAR one (He et al. 2016, sec. 4.2;
 SimCLR appendix B.9): a 3x3 stride-1 convolution and no max-pool, so a 28 px
 image still reaches the last stage at 4x4 instead of 1x1.
+
+``width`` is the channel count of the first stage (64 in the paper, doubling per
+stage). At width 64 the network is exactly torchvision's resnet18 / resnet50 without
+its classifier; a narrower one (e.g. 16) is the practical choice on a few CPU cores.
 """
 
 from __future__ import annotations
 
-import torchvision
 from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 from selfsup.encoders.base import Encoder, Features, ImageInput
 from selfsup.registry import ENCODERS
 
+_LAYOUT = {18: (BasicBlock, [2, 2, 2, 2]), 50: (Bottleneck, [3, 4, 6, 3])}
+
+
+def _stage(block, inplanes: int, planes: int, blocks: int, stride: int) -> tuple[nn.Sequential, int]:
+    downsample = None
+    if stride != 1 or inplanes != planes * block.expansion:
+        downsample = nn.Sequential(conv1x1(inplanes, planes * block.expansion, stride),
+                                   nn.BatchNorm2d(planes * block.expansion))  # fmt: skip
+    layers = [block(inplanes, planes, stride, downsample)]
+    inplanes = planes * block.expansion
+    layers += [block(inplanes, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers), inplanes
+
 
 class ResNetEncoder(Encoder):
     def __init__(self, depth: int = 18, in_channels: int = 3, image_size: int = 224, small_stem: bool | None = None,
-                 mean: float | list[float] = 0.5, std: float | list[float] = 0.25):  # fmt: skip
+                 width: int = 64, mean: float | list[float] = 0.5, std: float | list[float] = 0.25):  # fmt: skip
         super().__init__()
-        net = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}[depth](weights=None)
+        block, counts = _LAYOUT[depth]
         small = image_size <= 64 if small_stem is None else small_stem
-        if small:
-            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            net.maxpool = nn.Identity()
-        elif in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        conv1 = (nn.Conv2d(in_channels, width, 3, 1, 1, bias=False) if small
+                 else nn.Conv2d(in_channels, width, 7, 2, 3, bias=False))  # fmt: skip
+        pool = nn.Identity() if small else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.input = ImageInput(in_channels, mean, std)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
-        self.dim = net.fc.in_features  # 512 or 2048
-        nn.init.kaiming_normal_(self.stem[0].weight, mode="fan_out", nonlinearity="relu")
+        self.stem = nn.Sequential(conv1, nn.BatchNorm2d(width), nn.ReLU(inplace=True), pool)
+        stages, inplanes = [], width
+        for i, n in enumerate(counts):
+            stage, inplanes = _stage(block, inplanes, width * 2**i, n, 1 if i == 0 else 2)
+            stages.append(stage)
+        self.layers = nn.Sequential(*stages)
+        self.dim = inplanes  # 512 (resnet18) or 2048 (resnet50) at width 64
+        for m in self.modules():  # torchvision's initialization
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Features:
         if mask is not None:

@@ -30,7 +30,7 @@ def _build(cfg: RunConfig, weights: dict[str, torch.Tensor]) -> tuple[Encoder, d
     channels = enc["input.mean"].shape[1]
     torch.manual_seed(cfg.train.seed)
     encoder = build_encoder(cfg.encoder.name, in_channels=channels, image_size=cfg.data.image_size,
-                            small_stem=cfg.encoder.small_stem)  # fmt: skip
+                            small_stem=cfg.encoder.small_stem, width=cfg.encoder.width)  # fmt: skip
     return encoder, enc
 
 

@@ -20,7 +20,7 @@ def build_method(cfg: RunConfig, channels: int, image_size: int, mean=0.5, std=0
     params = from_dict(cls.Params, cfg.method.params, "method.params")
     cfg.method.params = dataclasses.asdict(params)
     encoder = build_encoder(cfg.encoder.name, in_channels=channels, image_size=image_size,
-                            small_stem=cfg.encoder.small_stem, mean=mean, std=std)  # fmt: skip
+                            small_stem=cfg.encoder.small_stem, width=cfg.encoder.width, mean=mean, std=std)  # fmt: skip
     return cls(encoder, params, image_size)
 
 

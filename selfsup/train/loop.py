@@ -87,7 +87,8 @@ class Trainer:
             t.precision == "auto" and self.device.type == "cuda")) else None  # fmt: skip
 
         keep_on_device = self.device.type == "cuda" and ds.train_x.nbytes < 8 * 2**30
-        x = torch.from_numpy(np.ascontiguousarray(ds.train_x))
+        small = ds.train_x.nbytes < 4 * 2**30  # smaller sets live in RAM; larger stay memory-mapped
+        x = torch.from_numpy(np.array(ds.train_x) if small else np.asarray(ds.train_x))
         self.data = x.to(self.device) if keep_on_device else x
         self._perm_cache: tuple[int, torch.Tensor] | None = None
 

@@ -126,6 +126,7 @@ class EvalConfig:
     knn_temperature: float = 0.07
     batch_size: int = 512
     train_limit: int | None = None  # cap on the labelled pool (None: all of it)
+    test_limit: int | None = None  # cap on the test split (None: all of it; for quick checks)
     seed: int = 0
 
 

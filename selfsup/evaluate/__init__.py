@@ -78,25 +78,29 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     """
     from selfsup.config import parse_labels, set_field
 
+    labels = parse_labels(labels) if labels is not None else None
+    if isinstance(protocol, str):
+        protocol = [p.strip() for p in protocol.split(",") if p.strip()]
+    for p in protocol or []:
+        EVALUATIONS.get(p)
     cfg = _run_config(run_path)
     ev = cfg.eval
     if protocol is not None:
-        ev.protocols = [p.strip() for p in protocol.split(",")] if isinstance(protocol, str) else list(protocol)
+        ev.protocols = list(protocol)
     if labels is not None:
-        ev.labels = parse_labels(labels)
+        ev.labels = labels
     if baselines is not None:
         ev.baselines = baselines
     for key, value in overrides.items():
         set_field(cfg, f"eval.{key}", value)
-    for p in ev.protocols:
-        EVALUATIONS.get(p)
     ds = load_dataset(cfg.data.name, cfg.data.image_size, strict=cfg.data.strict, log=log)
     if ds.train_y is None or ds.test_x is None:
         raise UserError(f"data {cfg.data.name!r} has no labels or no test split; evaluation needs both "
                         "(a folder with one sub-folder per class)")  # fmt: skip
     n_tr = len(ds.train_x) if ev.train_limit is None else min(ev.train_limit, len(ds.train_x))
     train_x, train_y = ds.train_x[:n_tr], torch.from_numpy(np.array(ds.train_y[:n_tr]))
-    test_x, test_y = ds.test_x, torch.from_numpy(np.array(ds.test_y))
+    n_te = len(ds.test_x) if ev.test_limit is None else min(ev.test_limit, len(ds.test_x))
+    test_x, test_y = ds.test_x[:n_te], torch.from_numpy(np.array(ds.test_y[:n_te]))
 
     encoders = {"pretrained": load_encoder(run_path)}
     if ev.baselines:

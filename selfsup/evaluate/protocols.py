@@ -45,7 +45,8 @@ def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, wd: float, iters: int) -
     """Multinomial logistic regression, full-batch L-BFGS; returns W [D+1, C] (bias last)."""
     xb = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
     w = torch.zeros(xb.shape[1], num_classes, dtype=x.dtype, requires_grad=True)
-    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=iters, history_size=10, tolerance_grad=1e-6,
+                            tolerance_change=1e-9, line_search_fn="strong_wolfe")  # fmt: skip
 
     def closure():
         opt.zero_grad()
@@ -63,14 +64,14 @@ def _predict(w: Tensor, x: Tensor) -> Tensor:
 
 @EVALUATIONS.register("linear")
 def linear_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, num_classes: int,
-                    weight_decays=(1e-5, 1e-4, 1e-3, 1e-2), iters: int = 200, seed: int = 0, **_) -> float:  # fmt: skip
+                    weight_decays=(1e-5, 1e-4, 1e-3, 1e-2), iters: int = 100, seed: int = 0, **_) -> float:  # fmt: skip
     """A linear classifier on frozen, standardized features.
 
     The L2 strength is chosen on a seeded 20% hold-out of the labelled subset, then the
     classifier is refit on the whole subset and scored on the test split.
     """
     with torch.enable_grad():
-        train_f, test_f = train_f.double().cpu(), test_f.double().cpu()
+        train_f, test_f = train_f.float().cpu(), test_f.float().cpu()
         train_y, test_y = train_y.cpu(), test_y.cpu()
         mu, sd = train_f.mean(0), train_f.std(0).clamp_min(1e-6) if len(train_f) > 1 else 1.0
         train_f, test_f = (train_f - mu) / sd, (test_f - mu) / sd
@@ -82,7 +83,7 @@ def linear_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Te
             scores = []
             for wd in weight_decays:
                 w = _fit_logreg(train_f[fit], train_y[fit], num_classes, wd, iters)
-                scores.append((_predict(w, train_f[val]) == train_y[val]).double().mean().item())
+                scores.append((_predict(w, train_f[val]) == train_y[val]).float().mean().item())
             best = weight_decays[int(np.argmax(scores))]
         w = _fit_logreg(train_f, train_y, num_classes, best, iters)
-        return (_predict(w, test_f) == test_y).double().mean().item()
+        return (_predict(w, test_f) == test_y).float().mean().item()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import resource
 import time
 from dataclasses import dataclass
@@ -280,7 +279,7 @@ class Trainer:
         cost = {"wall_s": round(seconds, 2), "steps": steps, "samples": samples,
                 "samples_per_s": round(samples / max(seconds, 1e-9), 2), "peak_memory_bytes": int(peak),
                 "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-                "world_size": self.world, "cpu_threads": torch.get_num_threads(), "pid": os.getpid()}  # fmt: skip
+                "world_size": self.world, "cpu_threads": torch.get_num_threads()}  # fmt: skip
         (self.run_dir / "cost.json").write_text(json.dumps(cost, indent=1))
 
 

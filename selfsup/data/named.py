@@ -66,7 +66,7 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
 
     out = np.empty((x.shape[0], x.shape[1], size, size), dtype=np.uint8)
     for i in range(0, len(x), 4096):
-        t = torch.from_numpy(np.asarray(x[i : i + 4096])).float()
+        t = torch.from_numpy(np.array(x[i : i + 4096])).float()
         r = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out[i : i + 4096] = r.round().clamp(0, 255).to(torch.uint8).numpy()
     return out

@@ -234,7 +234,7 @@ class Trainer:
                 logger.close()
                 last = latest_checkpoint(self.run_dir)
                 kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
-                raise TrainingDiverged(f"loss became {loss.item()} at step {step}; {kept}; "
+                raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; {kept}; "
                                        "lower train.lr (--lr) or use --precision fp32")  # fmt: skip
             window_n += t.batch_size
             done = step + 1

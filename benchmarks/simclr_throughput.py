@@ -44,6 +44,8 @@ IMAGE_SIZE, WIDTH, PROJ_HIDDEN, PROJ_DIM, TEMPERATURE = 32, 64, 512, 128, 0.5
 LR_PER_256, MOMENTUM, WEIGHT_DECAY = 0.06, 0.9, 5e-4  # SGD; build_optimizer("sgd") uses momentum 0.9 (Nesterov)
 RESULT_PREFIX = "RESULT "
 ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
+QUIET_LOAD = 0.2  # a step is "quiet" when other processes used fewer cores than this meanwhile
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PSS_INTERVAL = 2.0  # seconds between PSS samples (RSS: every --sample-interval)
 
 
@@ -93,14 +95,19 @@ def _train(step_fn, warmup: int, steps: int, timer: _Timer, log) -> dict:
         step_fn(i)
     log(f"warm-up done ({warmup} steps)")
     t0 = timer.now()
-    marks = []
+    marks = [time.monotonic()]  # system-wide clock: the parent matches steps with its CPU-load samples
     loss = None
     for i in range(warmup, warmup + steps):
         loss = step_fn(i)
-        marks.append(time.perf_counter())  # host-side; on CUDA only the total below is meaningful
+        marks.append(time.monotonic())  # host-side; on CUDA only the total below is meaningful
     t1 = timer.now()
-    per_step = [b - a for a, b in zip([t0] + marks[:-1], marks)]
-    return {"seconds": t1 - t0, "step_seconds": per_step, "final_loss": float(loss.detach().float())}
+    per_step = [b - a for a, b in zip(marks[:-1], marks)]
+    return {
+        "seconds": t1 - t0,
+        "step_seconds": per_step,
+        "step_marks": marks,
+        "final_loss": float(loss.detach().float()),
+    }
 
 
 def _memory_report(device) -> dict:
@@ -309,12 +316,30 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-class TreeMemory:
-    """Peak of the summed RSS and PSS of a process and its descendants, sampled from /proc (Linux).
+def _cpu_jiffies(pid: int | str) -> int:
+    """utime + stime of one process, in clock ticks (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
 
-    RSS counts pages shared between the main process and its forked DataLoader workers (libraries, the
-    dataset array) once per process; PSS splits each shared page between the processes mapping it, so
-    the PSS sum is the memory the whole pipeline really occupies.
+
+def _busy_jiffies() -> int:
+    """CPU time spent by every process on the machine (all cores), in clock ticks."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+
+
+class TreeSampler:
+    """Samples, from /proc (Linux), a process and its descendants: their memory, and the CPU load of
+    every *other* process on the machine, so that a result taken on a busy machine is recognised as such.
+
+    Memory: peak of the summed RSS and of the summed PSS. RSS counts pages shared between the main process
+    and its forked DataLoader workers (libraries, the dataset array) once per process; PSS splits each
+    shared page between the processes mapping it, so the PSS sum is what the whole pipeline occupies.
     """
 
     def __init__(self, pid: int):
@@ -322,6 +347,7 @@ class TreeMemory:
         self.enabled = os.path.isdir(f"/proc/{pid}")
         self.rss = self.pss = 0
         self.max_procs = 0
+        self.cpu: list[tuple[float, int, int]] = []  # (monotonic time, machine busy ticks, ours)
 
     def sample(self, with_pss: bool = True) -> None:
         """Add one sample; reading PSS (smaps_rollup) costs milliseconds per process, RSS microseconds."""
@@ -335,6 +361,23 @@ class TreeMemory:
                 pss += _read_kib(f"/proc/{p}/smaps_rollup", "Pss:") or 0
         self.rss, self.pss = max(self.rss, rss * 1024), max(self.pss, pss * 1024)
         self.max_procs = max(self.max_procs, len(pids))
+        ours = sum(_cpu_jiffies(p) for p in pids) + _cpu_jiffies("self")  # the sampler's own time is ours
+        self.cpu.append((time.monotonic(), _busy_jiffies(), ours))
+
+    def other_load(self, t0: float, t1: float) -> float | None:
+        """Mean number of cores that other processes kept busy between t0 and t1 (monotonic)."""
+
+        def at(t):  # linear interpolation of (busy, ours) at time t
+            for (ta, ba, oa), (tb, bb, ob) in zip(self.cpu, self.cpu[1:]):
+                if ta <= t <= tb:
+                    w = (t - ta) / (tb - ta) if tb > ta else 0.0
+                    return ba + w * (bb - ba), oa + w * (ob - oa)
+            return None
+
+        a, b = at(t0), at(t1)
+        if a is None or b is None or t1 <= t0:
+            return None
+        return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / CLOCK_TICKS / (t1 - t0))
 
 
 def measure(role: str, args, base_cmd: list[str]) -> dict:
@@ -343,7 +386,7 @@ def measure(role: str, args, base_cmd: list[str]) -> dict:
     print(f"-> {LABELS[role]}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    mem = TreeMemory(proc.pid)
+    mem = TreeSampler(proc.pid)
     last_pss = 0.0
     while proc.poll() is None:
         now = time.perf_counter()
@@ -364,13 +407,24 @@ def measure(role: str, args, base_cmd: list[str]) -> dict:
             tree_max_processes=mem.max_procs,
             memory_method="/proc sampling",
         )
+        marks = result["step_marks"]
+        steps_load = [mem.other_load(a, b) for a, b in zip(marks[:-1], marks[1:])]
+        result["other_load_cores"] = mem.other_load(marks[0], marks[-1])
+        result["step_other_load_cores"] = steps_load
+        quiet = [dt for dt, load in zip(result["step_seconds"], steps_load) if load is not None and load < QUIET_LOAD]
+        result["quiet_steps"] = len(quiet)
+        result["images_per_s_quiet"] = result["batch_size"] * len(quiet) / sum(quiet) if quiet else None
     else:  # no /proc: getrusage's main-process peak plus the largest child's peak
         result.update(
             tree_peak_rss_bytes=result["ru_maxrss_self_bytes"] + result["ru_maxrss_children_bytes"],
             memory_method="getrusage(SELF) + getrusage(CHILDREN)",
         )
+    load = result.get("other_load_cores")
     print(
-        f"   {result['images_per_s']:.1f} images/s  ({result['seconds']:.1f} s for {result['steps']} steps)", flush=True
+        f"   {result['images_per_s']:.1f} images/s  ({result['seconds']:.1f} s for {result['steps']} steps"
+        + ("" if load is None else f"; other processes kept {load:.2f} cores busy")
+        + ")",
+        flush=True,
     )
     return result
 
@@ -405,6 +459,16 @@ def _versions() -> dict:
     return out
 
 
+def _quiet_rate(rs: list[dict]) -> float | None:
+    """images/s over the steps of all rounds during which other processes left the CPUs alone."""
+    n = t = 0
+    for r in rs:
+        for dt, load in zip(r["step_seconds"], r.get("step_other_load_cores") or []):
+            if load is not None and load < QUIET_LOAD:
+                n, t = n + r["batch_size"], t + dt
+    return n / t if t else None
+
+
 def summarize(runs: dict[str, list[dict]]) -> dict:
     """Median images/s over the rounds of each pipeline; memory: the largest peak seen."""
     out = {}
@@ -416,6 +480,9 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
             "images_per_s_median_step": statistics.median(
                 r["batch_size"] / statistics.median(r["step_seconds"]) for r in rs
             ),
+            "other_load_cores": max((r.get("other_load_cores") or 0.0) for r in rs),
+            "quiet_steps": sum(r.get("quiet_steps", 0) for r in rs),
+            "images_per_s_quiet": _quiet_rate(rs),
             "tree_peak_rss_bytes": max(r["tree_peak_rss_bytes"] for r in rs),
             "tree_peak_pss_bytes": max((r.get("tree_peak_pss_bytes") or 0) for r in rs) or None,
             "main_peak_rss_bytes": max(r["ru_maxrss_self_bytes"] for r in rs),
@@ -424,10 +491,16 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
     return out
 
 
+def _quiet_cell(s: dict) -> str:
+    rate = s["images_per_s_quiet"]
+    return "- (none)" if rate is None else f"{rate:.1f} ({s['quiet_steps']} steps)"
+
+
 def print_table(summary: dict, device: str) -> None:
     ceiling = summary[MODEL_ALONE]["images_per_s"]
     cpu = device == "cpu"  # on CUDA the host-side step times are launch times, not step times
-    cols = ["pipeline", "images/s", "of model alone"] + (["images/s (median step)"] if cpu else [])
+    quiet = f"images/s, quiet steps (other load < {QUIET_LOAD:g})"
+    cols = ["pipeline", "images/s", "of model alone"] + (["other load (cores)", quiet] if cpu else [])
     cols += ["peak RSS (tree)", "peak PSS (tree)", "peak RSS (main)"] + ([] if cpu else ["CUDA max allocated"])
     rows = []
     for role in (*PIPELINES, MODEL_ALONE):
@@ -436,7 +509,7 @@ def print_table(summary: dict, device: str) -> None:
             LABELS[role],
             f"{s['images_per_s']:.1f}",
             f"{100 * s['images_per_s'] / ceiling:.0f}%",
-            *([f"{s['images_per_s_median_step']:.1f}"] if cpu else []),
+            *([f"{s['other_load_cores']:.2f}", _quiet_cell(s)] if cpu else []),
             _mib(s["tree_peak_rss_bytes"]),
             _mib(s["tree_peak_pss_bytes"]),
             _mib(s["main_peak_rss_bytes"]),
@@ -454,9 +527,9 @@ def print_table(summary: dict, device: str) -> None:
         print(fmt(r))
     ratio = summary["selfsup"]["images_per_s"] / summary["lightly"]["images_per_s"]
     line = f"\nselfsup / lightly throughput: {ratio:.2f}x"
-    if cpu:
-        med = summary["selfsup"]["images_per_s_median_step"] / summary["lightly"]["images_per_s_median_step"]
-        line += f" ({med:.2f}x from the median steps)"
+    q = [summary[r]["images_per_s_quiet"] for r in PIPELINES]
+    if cpu and all(q):
+        line += f"; over the quiet steps: {q[1] / q[0]:.2f}x"
     print(line)
 
 

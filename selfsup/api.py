@@ -47,10 +47,10 @@ def pretrain(config: str | Path | None = None, resume: str | Path | None = None,
             raise UserError(f"{resume} is not a run folder (no config.yaml); pass the --out folder of a run")
         cfg.out = str(resume)
         return _pretrain(cfg, resume=True, log=log)
-    if "out" not in fields:
-        data = Path(str(fields.get("data") or "fashion-mnist")).name
-        fields["out"] = f"runs/{data}-{fields.get('method') or 'simclr'}"
-    return _pretrain(build_config(config, **fields), log=log)
+    cfg = build_config(config, **fields)
+    if fields.get("out") is None and not config:  # default run folder: runs/<data>-<method>
+        cfg.out = f"runs/{Path(cfg.data.name).name}-{cfg.method.name}"
+    return _pretrain(cfg, log=log)
 
 
 __all__ = ["pretrain", "evaluate", "load_encoder", "build_config", "Run"]

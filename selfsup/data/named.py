@@ -155,6 +155,9 @@ def _apt_download_fmnist(log) -> Path | None:
     with tempfile.TemporaryDirectory() as tmp:
         log("fetching Debian's dataset-fashion-mnist with apt-get download ...")
         r = subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=tmp, capture_output=True)
+        if r.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:  # fresh machine: empty lists
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            r = subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=tmp, capture_output=True)
         debs = list(Path(tmp).glob("*.deb"))
         if r.returncode != 0 or not debs:
             return None

@@ -12,8 +12,12 @@ concatenated pair of views. What differs is only how the views are made, the pro
 * model alone -- selfsup's step on one fixed batch of views (no augmentation, no data loading): the
   compute bound both pipelines approach.
 
-Each pipeline runs in its own subprocess (so its peak memory is its own), the two alternately; this
-process samples the memory of each subprocess tree (main process + DataLoader workers) while it runs.
+Each pipeline runs in its own subprocess (so its peak memory is its own). On CPU the three subprocesses
+start together and take turns of ``--slice`` seconds (the others are stopped with SIGSTOP meanwhile, their
+DataLoader workers included), so that a machine whose speed drifts -- a shared VM -- slows them equally;
+each step is timed over the slices its pipeline ran in. ``--slice 0`` runs them one after the other (always
+so on CUDA). This process samples the memory of each subprocess tree (main process + DataLoader workers) and
+the CPU time other processes take meanwhile ("other load"), and prints a table.
 
     python benchmarks/simclr_throughput.py                       # CPU or CUDA, whichever is there
     python benchmarks/simclr_throughput.py --device cuda --compile
@@ -26,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +46,7 @@ LABELS = {
     MODEL_ALONE: "model alone (fixed views, no augmentation)",
 }
 IMAGE_SIZE, WIDTH, PROJ_HIDDEN, PROJ_DIM, TEMPERATURE = 32, 64, 512, 128, 0.5
-LR_PER_256, MOMENTUM, WEIGHT_DECAY = 0.06, 0.9, 5e-4  # SGD; build_optimizer("sgd") uses momentum 0.9 (Nesterov)
+LR_PER_256, WEIGHT_DECAY = 0.06, 5e-4  # SGD; build_optimizer("sgd") uses momentum 0.9 (Nesterov)
 RESULT_PREFIX = "RESULT "
 ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
 QUIET_LOAD = 0.2  # a step is "quiet" when other processes used fewer cores than this meanwhile
@@ -101,7 +106,7 @@ def _train(step_fn, warmup: int, steps: int, timer: _Timer, log) -> dict:
         loss = step_fn(i)
         marks.append(time.monotonic())  # host-side; on CUDA only the total below is meaningful
     t1 = timer.now()
-    per_step = [b - a for a, b in zip(marks[:-1], marks)]
+    per_step = [b - a for a, b in zip(marks[:-1], marks[1:])]
     return {
         "seconds": t1 - t0,
         "step_seconds": per_step,
@@ -128,6 +133,7 @@ def run_pipeline(args) -> dict:
     import numpy as np
     import torch
 
+    from selfsup.train.loop import channel_stats
     from selfsup.train.optim import build_optimizer
 
     def log(text: str) -> None:
@@ -145,9 +151,7 @@ def run_pipeline(args) -> dict:
     lr = LR_PER_256 * B / 256
     images = _load_images()  # uint8 [N, 1, 32, 32]
     n = len(images)
-    # the Trainer normalizes inside the encoder with the dataset's channel statistics
-    gray = images[:10_000].astype(np.float32) / 255
-    mean, std = float(gray.mean()), max(float(gray.std()), 1e-3)
+    mean, std = channel_stats(images)  # as the Trainer: the encoder normalizes with the dataset's statistics
     torch.manual_seed(args.seed)
 
     if args.role == "lightly":
@@ -205,6 +209,7 @@ def run_pipeline(args) -> dict:
 
         def step(i):
             nonlocal batches
+            t = time.monotonic()
             try:
                 x0, x1 = next(batches)
             except StopIteration:
@@ -213,6 +218,7 @@ def run_pipeline(args) -> dict:
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             x0 = x0.to(device, non_blocking=True, memory_format=fmt)
             x1 = x1.to(device, non_blocking=True, memory_format=fmt)
+            data_spans.append((t, time.monotonic()))  # waiting for the loader
             with autocast():
                 loss = compiled(x0, x1)
             loss.backward()
@@ -223,8 +229,15 @@ def run_pipeline(args) -> dict:
     else:
         from selfsup.methods.simclr import SimCLR, SimCLRParams
 
+        # the same views as SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0): crops of
+        # 8-100% of the image (selfsup's own default is 20%), jitter strength 0.5, no blur
         params = SimCLRParams(
-            temperature=TEMPERATURE, proj_hidden=PROJ_HIDDEN, proj_dim=PROJ_DIM, jitter_strength=0.5, blur_p=0.0
+            temperature=TEMPERATURE,
+            proj_hidden=PROJ_HIDDEN,
+            proj_dim=PROJ_DIM,
+            jitter_strength=0.5,
+            crop_scale_min=0.08,
+            blur_p=0.0,
         )
         method = SimCLR(_encoder(mean, std), params, IMAGE_SIZE).to(device)
         method.to(memory_format=torch.channels_last)
@@ -252,7 +265,9 @@ def run_pipeline(args) -> dict:
         fixed = make_views(0) if args.role == MODEL_ALONE else None
 
         def step(i):
+            t = time.monotonic()
             views = fixed if fixed is not None else make_views(i)
+            data_spans.append((t, time.monotonic()))  # making the views
             with autocast():
                 out = model(views)
             out.loss.backward()
@@ -263,13 +278,24 @@ def run_pipeline(args) -> dict:
             optimizer.zero_grad(set_to_none=True)
             return loss
 
+    data_spans: list[tuple[float, float]] = []  # (monotonic start, end) of getting each step's views
     log(
         f"built on {device}; {args.threads} threads, batch {B}"
         + (f", {args.workers} loader workers" if args.role == "lightly" else "")
     )
     timing = _train(step, args.warmup, args.steps, _Timer(device), log)
+    extra = {}
     if args.role == "lightly":
         del batches, loader  # joins the persistent workers, so RUSAGE_CHILDREN covers them
+        # what the workers spend per batch: the transform of B images in one process (CPU time, so
+        # that being stopped by the harness does not count)
+        torch.set_num_threads(1)
+        for j in range(16):  # the first calls in a process are slower
+            transform(Image.fromarray(rgb[j]))
+        c0 = time.process_time()
+        for j in range(B):
+            transform(Image.fromarray(rgb[j]))
+        extra["transform_cpu_s_per_batch"] = time.process_time() - c0
     result = {
         "role": args.role,
         "images_per_s": B * args.steps / timing["seconds"],
@@ -282,12 +308,14 @@ def run_pipeline(args) -> dict:
         "autocast": "bf16" if cuda else None,
         "compile": args.compile,
         **timing,
+        "data_spans": data_spans[args.warmup :],
+        **extra,
         **_memory_report(device),
     }
     return result
 
 
-# =============================================================================== memory of a process tree
+# =============================================================================== running and watching the subprocesses
 
 
 def _read_kib(path: str, key: str) -> int | None:
@@ -316,42 +344,57 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _cpu_jiffies(pid: int | str) -> int:
-    """utime + stime of one process, in clock ticks (0 if it is gone)."""
+def _cpu_ticks(pid: int | str) -> int | None:
+    """utime + stime of one process, in clock ticks (None if it is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])
     except (OSError, IndexError, ValueError):
-        return 0
+        return None
 
 
-def _busy_jiffies() -> int:
+def _busy_ticks() -> int:
     """CPU time spent by every process on the machine (all cores), in clock ticks."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
     return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
 
 
-class TreeSampler:
-    """Samples, from /proc (Linux), a process and its descendants: their memory, and the CPU load of
-    every *other* process on the machine, so that a result taken on a busy machine is recognised as such.
+class Measured:
+    """One pipeline's subprocess, in its own session so that it and its DataLoader workers can be
+    stopped and continued together; the memory of its process tree, sampled from /proc (Linux).
 
-    Memory: peak of the summed RSS and of the summed PSS. RSS counts pages shared between the main process
-    and its forked DataLoader workers (libraries, the dataset array) once per process; PSS splits each
-    shared page between the processes mapping it, so the PSS sum is what the whole pipeline occupies.
+    Memory: peak of the summed RSS and of the summed PSS. RSS counts pages shared between the main
+    process and its forked workers (libraries, the dataset array) once per process; PSS splits each
+    shared page between the processes mapping it, so the PSS sum is what the pipeline occupies.
     """
 
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.enabled = os.path.isdir(f"/proc/{pid}")
-        self.rss = self.pss = 0
-        self.max_procs = 0
-        self.cpu: list[tuple[float, int, int]] = []  # (monotonic time, machine busy ticks, ours)
+    def __init__(self, role: str, cmd: list[str]):
+        self.role = role
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+        self.pid = self.proc.pid
+        self.on_proc = os.path.isdir(f"/proc/{self.pid}")
+        self.rss = self.pss = self.max_procs = 0
+        self.running: list[tuple[float, float]] = []  # (monotonic start, end) of the slices it ran in
+        self.t0 = time.perf_counter()
 
-    def sample(self, with_pss: bool = True) -> None:
-        """Add one sample; reading PSS (smaps_rollup) costs milliseconds per process, RSS microseconds."""
-        if not self.enabled:
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def sample(self, with_pss: bool, ticks: dict[int, int]) -> None:
+        """Add one memory sample; record the CPU ticks of every process of the tree in ``ticks``.
+
+        Reading PSS (smaps_rollup) costs milliseconds per process, RSS microseconds.
+        """
+        if not self.on_proc or not self.alive():
             return
         rss = pss = 0
         pids = _tree(self.pid)
@@ -359,74 +402,139 @@ class TreeSampler:
             rss += _read_kib(f"/proc/{p}/status", "VmRSS:") or 0
             if with_pss:
                 pss += _read_kib(f"/proc/{p}/smaps_rollup", "Pss:") or 0
+            t = _cpu_ticks(p)
+            if t is not None:
+                ticks[p] = max(t, ticks.get(p, 0))
         self.rss, self.pss = max(self.rss, rss * 1024), max(self.pss, pss * 1024)
         self.max_procs = max(self.max_procs, len(pids))
-        ours = sum(_cpu_jiffies(p) for p in pids) + _cpu_jiffies("self")  # the sampler's own time is ours
-        self.cpu.append((time.monotonic(), _busy_jiffies(), ours))
 
-    def other_load(self, t0: float, t1: float) -> float | None:
-        """Mean number of cores that other processes kept busy between t0 and t1 (monotonic)."""
+    def result(self) -> dict:
+        stdout = self.proc.stdout.read()
+        self.proc.wait()
+        if self.proc.returncode != 0:
+            raise SystemExit(f"the {self.role} run failed (exit {self.proc.returncode})")
+        line = next(s for s in reversed(stdout.splitlines()) if s.startswith(RESULT_PREFIX))
+        r = json.loads(line[len(RESULT_PREFIX) :])
+        r["wall_s_subprocess"] = time.perf_counter() - self.t0
+        if self.on_proc:
+            r.update(tree_peak_rss_bytes=max(self.rss, r["ru_maxrss_self_bytes"]), tree_peak_pss_bytes=self.pss)
+            r.update(tree_max_processes=self.max_procs, memory_method="/proc sampling")
+        else:  # no /proc: getrusage's main-process peak plus the largest child's peak
+            r["tree_peak_rss_bytes"] = r["ru_maxrss_self_bytes"] + r["ru_maxrss_children_bytes"]
+            r["memory_method"] = "getrusage(SELF) + getrusage(CHILDREN)"
+        return r
 
-        def at(t):  # linear interpolation of (busy, ours) at time t
-            for (ta, ba, oa), (tb, bb, ob) in zip(self.cpu, self.cpu[1:]):
-                if ta <= t <= tb:
-                    w = (t - ta) / (tb - ta) if tb > ta else 0.0
-                    return ba + w * (bb - ba), oa + w * (ob - oa)
-            return None
 
-        a, b = at(t0), at(t1)
-        if a is None or b is None or t1 <= t0:
-            return None
-        return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / CLOCK_TICKS / (t1 - t0))
+class CpuLog:
+    """The machine's busy CPU time and ours (the measured trees and this process), over time, so that
+    a step can be checked for other processes' load."""
+
+    def __init__(self):
+        self.on = os.path.isfile("/proc/stat")
+        self.points: list[tuple[float, int, int]] = []  # (monotonic time, machine busy ticks, our ticks)
+
+    def add(self, ticks: dict[int, int]) -> None:
+        if self.on:
+            own = _cpu_ticks("self") or 0
+            self.points.append((time.monotonic(), _busy_ticks(), sum(ticks.values()) + own))
+
+    def _at(self, t: float):
+        pts = self.points
+        for (ta, ba, oa), (tb, bb, ob) in zip(pts, pts[1:]):
+            if ta <= t <= tb:
+                w = (t - ta) / (tb - ta) if tb > ta else 0.0
+                return ba + w * (bb - ba), oa + w * (ob - oa)
+        return None
+
+    def other_load(self, segments: list[tuple[float, float]]) -> float | None:
+        """Mean number of cores that other processes kept busy during ``segments`` (monotonic times)."""
+        foreign = seconds = 0.0
+        for a, b in segments:
+            pa, pb = self._at(a), self._at(b)
+            if pa is None or pb is None:
+                return None
+            foreign += (pb[0] - pa[0]) - (pb[1] - pa[1])
+            seconds += b - a
+        return max(0.0, foreign / CLOCK_TICKS / seconds) if seconds > 0 else None
 
 
-def measure(role: str, args, base_cmd: list[str]) -> dict:
-    """Run one pipeline in a subprocess, sampling its process tree's memory until it exits."""
-    cmd = base_cmd + ["--role", role]
-    print(f"-> {LABELS[role]}", flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    mem = TreeSampler(proc.pid)
-    last_pss = 0.0
-    while proc.poll() is None:
-        now = time.perf_counter()
-        with_pss = now - last_pss >= PSS_INTERVAL
-        mem.sample(with_pss)
-        last_pss = now if with_pss else last_pss
-        time.sleep(args.sample_interval)
-    stdout = proc.stdout.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"{role} run failed (exit {proc.returncode})")
-    line = next(s for s in reversed(stdout.splitlines()) if s.startswith(RESULT_PREFIX))
-    result = json.loads(line[len(RESULT_PREFIX) :])
-    result["wall_s_subprocess"] = time.perf_counter() - t0
-    if mem.enabled:
-        result.update(
-            tree_peak_rss_bytes=max(mem.rss, result["ru_maxrss_self_bytes"]),
-            tree_peak_pss_bytes=mem.pss,
-            tree_max_processes=mem.max_procs,
-            memory_method="/proc sampling",
+def _overlap(a: float, b: float, running: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The parts of [a, b] during which the pipeline was running (not stopped)."""
+    return [(max(a, s), min(b, e)) for s, e in running if min(b, e) > max(a, s)]
+
+
+def _ran(a: float, b: float, running: list[tuple[float, float]]) -> float:
+    """Seconds of [a, b] during which the pipeline was running."""
+    return sum(e - s for s, e in _overlap(a, b, running))
+
+
+def run_together(roles: list[str], args, base_cmd: list[str], slice_s: float | None) -> list[dict]:
+    """Run the pipelines in ``roles`` to completion and return their results.
+
+    With ``slice_s``, all start at once but only one runs at a time: each in turn is continued for
+    ``slice_s`` seconds while the others are stopped (SIGSTOP to the whole process tree), so they share
+    the machine's drifting speed fairly. A pipeline's step times then count only the slices it ran in.
+    Without it, ``roles`` must be a single pipeline.
+    """
+    ticks: dict[int, int] = {}
+    cpu = CpuLog()
+    group = []
+    for role in roles:
+        print(f"-> {LABELS[role]}", flush=True)
+        m = Measured(role, base_cmd + ["--role", role])
+        if slice_s is not None:
+            m.signal(signal.SIGSTOP)
+        group.append(m)
+    last_pss, turn = 0.0, 0
+    try:
+        while any(m.alive() for m in group):
+            m = group[turn % len(group)]
+            turn += 1
+            if not m.alive():
+                continue
+            m.signal(signal.SIGCONT)
+            start = time.monotonic()
+            while m.alive() and (slice_s is None or time.monotonic() - start < slice_s):
+                now = time.perf_counter()
+                with_pss = now - last_pss >= PSS_INTERVAL
+                last_pss = now if with_pss else last_pss
+                for x in group:
+                    x.sample(with_pss and x is m, ticks)
+                cpu.add(ticks)
+                time.sleep(args.sample_interval)
+            if slice_s is not None:
+                m.signal(signal.SIGSTOP)
+            m.running.append((start, time.monotonic()))
+    finally:  # never leave a stopped process behind
+        for m in group:
+            m.signal(signal.SIGCONT)
+            if m.alive() and sys.exc_info()[0] is not None:
+                m.signal(signal.SIGKILL)
+    results = []
+    for m in group:
+        r = m.result()
+        marks = r["step_marks"]
+        steps = [(a, b) for a, b in zip(marks[:-1], marks[1:])]
+        spans = r.pop("data_spans")
+        r["data_seconds"] = [b - a for a, b in spans]
+        if slice_s is not None:  # a step's time: only while the pipeline was running
+            r["step_seconds"] = [_ran(a, b, m.running) for a, b in steps]
+            r["data_seconds"] = [_ran(a, b, m.running) for a, b in spans]
+            r["seconds"] = sum(r["step_seconds"])
+            r["images_per_s"] = r["batch_size"] * r["steps"] / r["seconds"]
+        if cpu.on:
+            r["other_load_cores"] = cpu.other_load(_overlap(marks[0], marks[-1], m.running))
+            r["step_other_load_cores"] = [cpu.other_load(_overlap(a, b, m.running)) for a, b in steps]
+        r["slice_s"] = slice_s
+        load = r.get("other_load_cores")
+        print(
+            f"   {LABELS[m.role]}: {r['images_per_s']:.1f} images/s ({r['seconds']:.1f} s for {r['steps']} steps"
+            + ("" if load is None else f"; other processes kept {load:.2f} cores busy")
+            + ")",
+            flush=True,
         )
-        marks = result["step_marks"]
-        steps_load = [mem.other_load(a, b) for a, b in zip(marks[:-1], marks[1:])]
-        result["other_load_cores"] = mem.other_load(marks[0], marks[-1])
-        result["step_other_load_cores"] = steps_load
-        quiet = [dt for dt, load in zip(result["step_seconds"], steps_load) if load is not None and load < QUIET_LOAD]
-        result["quiet_steps"] = len(quiet)
-        result["images_per_s_quiet"] = result["batch_size"] * len(quiet) / sum(quiet) if quiet else None
-    else:  # no /proc: getrusage's main-process peak plus the largest child's peak
-        result.update(
-            tree_peak_rss_bytes=result["ru_maxrss_self_bytes"] + result["ru_maxrss_children_bytes"],
-            memory_method="getrusage(SELF) + getrusage(CHILDREN)",
-        )
-    load = result.get("other_load_cores")
-    print(
-        f"   {result['images_per_s']:.1f} images/s  ({result['seconds']:.1f} s for {result['steps']} steps"
-        + ("" if load is None else f"; other processes kept {load:.2f} cores busy")
-        + ")",
-        flush=True,
-    )
-    return result
+        results.append(r)
+    return results
 
 
 # =============================================================================== orchestration and report
@@ -459,14 +567,14 @@ def _versions() -> dict:
     return out
 
 
-def _quiet_rate(rs: list[dict]) -> float | None:
-    """images/s over the steps of all rounds during which other processes left the CPUs alone."""
-    n = t = 0
+def _quiet(rs: list[dict]) -> tuple[float | None, int]:
+    """images/s over the steps of all rounds during which other processes left the CPUs alone, and their number."""
+    n = t = steps = 0
     for r in rs:
         for dt, load in zip(r["step_seconds"], r.get("step_other_load_cores") or []):
             if load is not None and load < QUIET_LOAD:
-                n, t = n + r["batch_size"], t + dt
-    return n / t if t else None
+                n, t, steps = n + r["batch_size"], t + dt, steps + 1
+    return (n / t if t else None), steps
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict:
@@ -480,9 +588,13 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
             "images_per_s_median_step": statistics.median(
                 r["batch_size"] / statistics.median(r["step_seconds"]) for r in rs
             ),
+            # time the training loop spent getting each step's views: waiting for the loader (lightly) or
+            # making them (selfsup); on CUDA, host time (the kernels are queued, not finished)
+            "views_seconds_per_step": statistics.median(statistics.mean(r["data_seconds"]) for r in rs),
+            "transform_cpu_s_per_batch": statistics.median(r.get("transform_cpu_s_per_batch", 0.0) for r in rs),
             "other_load_cores": max((r.get("other_load_cores") or 0.0) for r in rs),
-            "quiet_steps": sum(r.get("quiet_steps", 0) for r in rs),
-            "images_per_s_quiet": _quiet_rate(rs),
+            "images_per_s_quiet": _quiet(rs)[0],
+            "quiet_steps": _quiet(rs)[1],
             "tree_peak_rss_bytes": max(r["tree_peak_rss_bytes"] for r in rs),
             "tree_peak_pss_bytes": max((r.get("tree_peak_pss_bytes") or 0) for r in rs) or None,
             "main_peak_rss_bytes": max(r["ru_maxrss_self_bytes"] for r in rs),
@@ -496,11 +608,12 @@ def _quiet_cell(s: dict) -> str:
     return "- (none)" if rate is None else f"{rate:.1f} ({s['quiet_steps']} steps)"
 
 
-def print_table(summary: dict, device: str) -> None:
+def print_table(summary: dict, device: str, batch: int) -> None:
     ceiling = summary[MODEL_ALONE]["images_per_s"]
     cpu = device == "cpu"  # on CUDA the host-side step times are launch times, not step times
     quiet = f"images/s, quiet steps (other load < {QUIET_LOAD:g})"
-    cols = ["pipeline", "images/s", "of model alone"] + (["other load (cores)", quiet] if cpu else [])
+    cols = ["pipeline", "images/s", "of model alone", "views, ms/step"]
+    cols += ["other load (cores)", quiet] if cpu else []
     cols += ["peak RSS (tree)", "peak PSS (tree)", "peak RSS (main)"] + ([] if cpu else ["CUDA max allocated"])
     rows = []
     for role in (*PIPELINES, MODEL_ALONE):
@@ -509,6 +622,7 @@ def print_table(summary: dict, device: str) -> None:
             LABELS[role],
             f"{s['images_per_s']:.1f}",
             f"{100 * s['images_per_s'] / ceiling:.0f}%",
+            f"{1e3 * s['views_seconds_per_step']:.0f}",
             *([f"{s['other_load_cores']:.2f}", _quiet_cell(s)] if cpu else []),
             _mib(s["tree_peak_rss_bytes"]),
             _mib(s["tree_peak_pss_bytes"]),
@@ -531,6 +645,13 @@ def print_table(summary: dict, device: str) -> None:
     if cpu and all(q):
         line += f"; over the quiet steps: {q[1] / q[0]:.2f}x"
     print(line)
+    step_ms = 1e3 * summary[MODEL_ALONE]["images_per_s"] ** -1 * batch
+    print(
+        f"views, ms/step: the training loop's time getting a batch of views (lightly: waiting for the loader; "
+        f"selfsup: making them), against {step_ms:.0f} ms for a model-alone step. lightly's workers spend "
+        f"{1e3 * summary['lightly']['transform_cpu_s_per_batch']:.0f} ms of CPU per batch on SimCLRTransform "
+        f"(one process), on the cores the model uses."
+    )
 
 
 def parse_args(argv=None):
@@ -550,7 +671,13 @@ def parse_args(argv=None):
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads of each pipeline's main process (default: all cores)"
     )
-    p.add_argument("--rounds", type=int, default=1, help="alternating rounds of lightly/selfsup (default 1)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of the three runs; the median is reported")
+    p.add_argument(
+        "--slice",
+        type=float,
+        default=None,
+        help="on CPU, run the three at once taking turns of this many seconds (default 5); 0: one after the other",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
     p.add_argument(
         "--lightly-channels-last",
@@ -591,6 +718,9 @@ def main(argv=None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (10 if device == "cuda" else 2)
     args.workers = args.workers if args.workers is not None else (2 if device == "cpu" else min(8, cores))
     args.threads = args.threads or cores
+    if device == "cuda" or not hasattr(signal, "SIGSTOP"):  # a stopped process's GPU work goes on: no slicing
+        args.slice = 0.0
+    args.slice = 5.0 if args.slice is None else args.slice
     json_out = Path(args.json_out) if args.json_out else ROOT / "benchmarks" / "results" / f"simclr_{device}.json"
 
     from selfsup.data import load_dataset
@@ -623,21 +753,26 @@ def main(argv=None) -> int:
     print(
         f"SimCLR throughput on {machine}: ResNet-18 (CIFAR stem, width {WIDTH}), {IMAGE_SIZE}px Fashion-MNIST as RGB, "
         f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, {args.threads} torch threads, "
-        f"{args.workers} lightly workers; load average {load_before[0]:.2f}",
+        f"{args.workers} lightly workers; load average {load_before[0]:.2f}; "
+        + (f"the three runs take turns of {args.slice:g} s" if args.slice else "one run after the other"),
         flush=True,
     )
 
     runs: dict[str, list[dict]] = {role: [] for role in (*PIPELINES, MODEL_ALONE)}
     t0 = time.perf_counter()
+    roles = [*PIPELINES, MODEL_ALONE]
     for r in range(args.rounds):
-        order = PIPELINES if r % 2 == 0 else PIPELINES[::-1]  # alternate which goes first
-        for role in order:
-            runs[role].append(measure(role, args, base_cmd))
-    runs[MODEL_ALONE].append(measure(MODEL_ALONE, args, base_cmd))
+        order = roles[r % 3 :] + roles[: r % 3]  # each round another goes first
+        if args.slice:  # all three at once, taking turns on the CPUs
+            results = run_together(order, args, base_cmd, args.slice)
+        else:  # one after the other
+            results = [run_together([role], args, base_cmd, None)[0] for role in order]
+        for res in results:
+            runs[res["role"]].append(res)
     load_after = os.getloadavg()
 
     summary = summarize(runs)
-    print_table(summary, device)
+    print_table(summary, device, args.batch_size)
     how = runs["selfsup"][0]["memory_method"]
     if how == "/proc sampling":
         how += f" (RSS every {args.sample_interval}s, PSS every {PSS_INTERVAL:g}s; PSS splits shared pages)"
@@ -656,6 +791,7 @@ def main(argv=None) -> int:
         "environment": {k: os.environ.get(k) for k in ENV_KEYS},
         "load_average_before": load_before,
         "load_average_after": load_after,
+        "harness_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),  # this process's own user + system
         "ratio_selfsup_over_lightly": summary["selfsup"]["images_per_s"] / summary["lightly"]["images_per_s"],
         "summary": summary,
         "runs": runs,

@@ -108,7 +108,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA) | fp32 | bf16
-    channels_last: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on for convnets (ResNets), on CPU and CUDA
     compile: bool = False
     sync_bn: bool = False
     checkpoint_every: str = "2m"  # a duration or a step count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -48,8 +49,6 @@ def _find_fmnist_raw() -> Path | None:
 
 
 def _read_idx(folder: Path, name: str) -> np.ndarray:
-    import hashlib
-
     gz, plain = folder / f"{name}.gz", folder / name
     raw = gzip.open(gz).read() if gz.is_file() else plain.read_bytes()
     if hashlib.sha256(raw).hexdigest() != FMNIST_FILES[name]:

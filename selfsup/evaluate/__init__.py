@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.config import RunConfig, load_yaml
+from selfsup.config import RunConfig, load_yaml, parse_labels, set_field
 from selfsup.data import load_dataset
 from selfsup.distributed import local_device
 from selfsup.encoders import Encoder, build_encoder
@@ -76,8 +76,6 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
 
     Writes ``RUN/eval.json``: rows ``{"protocol", "labels", "encoder", "accuracy"}``.
     """
-    from selfsup.config import parse_labels, set_field
-
     labels = parse_labels(labels) if labels is not None else None
     if isinstance(protocol, str):
         protocol = [p.strip() for p in protocol.split(",") if p.strip()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from selfsup.config import RunConfig, load_yaml, set_field
+from selfsup.errors import UserError
 from selfsup.evaluate import evaluate, load_encoder
 from selfsup.train import Run
 from selfsup.train import pretrain as _pretrain
@@ -40,11 +41,9 @@ def pretrain(config: str | Path | None = None, resume: str | Path | None = None,
     ``resume=RUN`` continues the run saved in that folder with its own config.
     """
     if resume is not None:
-        cfg = load_yaml(Path(resume) / "config.yaml") if (Path(resume) / "config.yaml").is_file() else None
-        if cfg is None:
-            from selfsup.errors import UserError
-
+        if not (Path(resume) / "config.yaml").is_file():
             raise UserError(f"{resume} is not a run folder (no config.yaml); pass the --out folder of a run")
+        cfg = load_yaml(Path(resume) / "config.yaml")
         cfg.out = str(resume)
         return _pretrain(cfg, resume=True, log=log)
     cfg = build_config(config, **fields)

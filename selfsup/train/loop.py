@@ -71,10 +71,10 @@ class Trainer:
         mean, std = channel_stats(ds.train_x)
         torch.manual_seed(t.seed)
         self.method = build_method(cfg, ds.channels, ds.image_size, mean, std)
-        self.defaults = self.method.defaults
-        t.optimizer = t.optimizer or self.defaults["optimizer"]
-        t.lr = t.lr if t.lr is not None else self.defaults["lr"] * t.batch_size / 256
-        t.weight_decay = t.weight_decay if t.weight_decay is not None else self.defaults["weight_decay"]
+        defaults = self.method.defaults
+        t.optimizer = t.optimizer or defaults["optimizer"]
+        t.lr = t.lr if t.lr is not None else defaults["lr"] * t.batch_size / 256
+        t.weight_decay = t.weight_decay if t.weight_decay is not None else defaults["weight_decay"]
         self.channels_last = t.channels_last if t.channels_last is not None else cfg.encoder.name.startswith("resnet")
         self.method.to(self.device)
         if self.channels_last:
@@ -147,8 +147,7 @@ class Trainer:
         return idx[self.rank * share : (self.rank + 1) * share]
 
     def _views(self, step: int, micro: int, idx: torch.Tensor):
-        x = self.data[idx.to(self.data.device)] if self.data.device.type == "cuda" else self.data[idx]
-        x = x.to(self.device, non_blocking=True)
+        x = self.data[idx.to(self.data.device)].to(self.device, non_blocking=True)
         g = torch.Generator(self.device).manual_seed(_seed_for(self.cfg.train.seed, step, self.rank, micro))
         with torch.no_grad():
             views = self.method.views(x, g)

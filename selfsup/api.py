@@ -14,6 +14,7 @@ from selfsup.train import pretrain as _pretrain
 ALIASES = {
     "data": "data.name", "image_size": "data.image_size", "limit": "data.limit", "strict": "data.strict",
     "method": "method.name", "encoder": "encoder.name", "width": "encoder.width",
+    "patch_size": "encoder.patch_size",
     "budget": "train.budget", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
     "device": "train.device", "precision": "train.precision", "accumulate": "train.accumulate",
     "optimizer": "train.optimizer", "compile": "train.compile", "checkpoint_every": "train.checkpoint_every",

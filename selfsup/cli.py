@@ -17,8 +17,9 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a YAML config (e.g. a run's config.yaml); flags override it")
     p.add_argument("--data", help="fashion-mnist | digits | a folder of images (default fashion-mnist)")
     p.add_argument("--method", help="a pretext task from `selfsup list methods` (default simclr)")
-    p.add_argument("--encoder", help="resnet18 | resnet50 (default resnet18)")
+    p.add_argument("--encoder", help="resnet18 | resnet50 | vit_tiny | vit_small (default: the method's; resnet18)")
     p.add_argument("--width", type=int, help="ResNet first-stage channels (default 64; 16 for quick CPU runs)")
+    p.add_argument("--patch-size", type=int, help="ViT patch side (default 16 above 64 px, else 4)")
     p.add_argument("--budget", help="90s, 10m, 2h, 500steps or 3epochs (default 3m)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate (default: the paper's, scaled by batch/256)")
@@ -80,7 +81,7 @@ def _cmd_pretrain(a) -> None:
     if a.resume:
         run = api.pretrain(resume=a.resume)
     else:
-        names = ("data", "method", "encoder", "width", "budget", "batch_size", "lr", "optimizer", "accumulate",
+        names = ("data", "method", "encoder", "width", "patch_size", "budget", "batch_size", "lr", "optimizer", "accumulate",
                  "image_size", "limit", "strict", "seed", "device", "precision", "compile", "checkpoint_every", "out")
         fields = {k: getattr(a, k) for k in names}
         fields.update({k.replace(".", "__"): v for k, v in _kv(a.set).items()})

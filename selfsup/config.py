@@ -85,9 +85,13 @@ class DataConfig:
 
 @dataclass
 class EncoderConfig:
-    name: str = "resnet18"
-    small_stem: bool | None = None  # None: 3x3 stem without max-pool for inputs <= 64 px
-    width: int = 64  # channels of the first stage (64: the paper's network; 16 suits a few CPU cores)
+    name: str | None = None  # None: the method's default (resnet18; vit_tiny for mae)
+    small_stem: bool | None = None  # ResNet: None = 3x3 stem without max-pool for inputs <= 64 px
+    width: int = 64  # ResNet: channels of the first stage (64: the paper's network; 16 suits a few CPU cores)
+    patch_size: int | None = None  # ViT: None = 16 above 64 px, else 4 (28 px -> 7x7 patches)
+    dim: int | None = None  # ViT: embedding size (None: 192 for vit_tiny, 384 for vit_small)
+    depth: int | None = None  # ViT: transformer blocks (None: 12)
+    heads: int | None = None  # ViT: attention heads (None: 3 for vit_tiny, 6 for vit_small)
 
 
 @dataclass
@@ -155,6 +159,10 @@ class RunConfig:
             raise UserError(f"train.optimizer={t.optimizer!r}; choose sgd, lars or adamw")
         if self.encoder.width < 4:
             raise UserError(f"encoder.width={self.encoder.width} must be at least 4")
+        for key in ("patch_size", "dim", "depth", "heads"):
+            value = getattr(self.encoder, key)
+            if value is not None and value < 1:
+                raise UserError(f"encoder.{key}={value} must be a positive integer")
         if self.data.image_size is not None and self.data.image_size < 8:
             raise UserError(f"data.image_size={self.data.image_size} must be at least 8")
         return self

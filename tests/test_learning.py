@@ -11,19 +11,24 @@ from selfsup.registry import METHODS
 from .conftest import require_fmnist
 
 IMAGE_METHODS = [name for name, cls in METHODS.items() if cls.modality == "image"]
-STEPS = {"rotation": 40}  # rotation sees each image 4 times per step
+
+# Per-method settings on top of BASE (each case should take well under a minute on 2 CPU cores).
+BASE = dict(data="fashion-mnist", width=8, limit=4096, batch_size=128, budget="80steps", device="cpu")
+SETTINGS = {
+    "rotation": dict(budget="40steps"),  # rotation sees each image 4 times per step
+}
+MARGIN = {}  # accuracy points the pretrained encoder must gain over random init (default 0.03)
 
 
 @pytest.mark.parametrize("method", IMAGE_METHODS)
 def test_pretrained_beats_random_init(method, tmp_path):
     require_fmnist()
     out = tmp_path / method
-    selfsup.pretrain(data="fashion-mnist", method=method, width=8, limit=4096, batch_size=128,
-                     budget=f"{STEPS.get(method, 80)}steps", out=out, device="cpu", log=lambda s: None)
+    selfsup.pretrain(method=method, out=out, log=lambda s: None, **{**BASE, **SETTINGS.get(method, {})})
     rows = selfsup.evaluate(out, protocol="knn,linear", labels="100%", train_limit=4096, test_limit=2000,
                             log=lambda s: None)
     acc = {(r["protocol"], r["encoder"]): r["accuracy"] for r in rows}
     for proto in ("knn", "linear"):
-        assert acc[(proto, "pretrained")] > acc[(proto, "random_init")] + 0.03, acc
+        assert acc[(proto, "pretrained")] > acc[(proto, "random_init")] + MARGIN.get(method, 0.03), acc
     written = json.loads((out / "eval.json").read_text())
     assert written == rows and {r["encoder"] for r in rows} == {"pretrained", "random_init", "raw"}

@@ -61,10 +61,12 @@ class ResNetEncoder(Encoder):
 
 
 @ENCODERS.register("resnet18")
-def resnet18(**kw) -> ResNetEncoder:
-    return ResNetEncoder(18, **kw)
+def resnet18(in_channels: int = 3, image_size: int = 224, small_stem: bool | None = None, width: int = 64,
+             mean: float | list[float] = 0.5, std: float | list[float] = 0.25) -> ResNetEncoder:  # fmt: skip
+    return ResNetEncoder(18, in_channels, image_size, small_stem, width, mean, std)
 
 
 @ENCODERS.register("resnet50")
-def resnet50(**kw) -> ResNetEncoder:
-    return ResNetEncoder(50, **kw)
+def resnet50(in_channels: int = 3, image_size: int = 224, small_stem: bool | None = None, width: int = 64,
+             mean: float | list[float] = 0.5, std: float | list[float] = 0.25) -> ResNetEncoder:  # fmt: skip
+    return ResNetEncoder(50, in_channels, image_size, small_stem, width, mean, std)

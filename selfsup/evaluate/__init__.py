@@ -11,7 +11,7 @@ import torch
 from selfsup.config import RunConfig, load_yaml, parse_labels, set_field
 from selfsup.data import load_dataset
 from selfsup.distributed import local_device
-from selfsup.encoders import Encoder, build_encoder
+from selfsup.encoders import Encoder, build_encoder, encoder_kwargs
 from selfsup.errors import UserError
 from selfsup.evaluate.protocols import balanced_subset, knn_accuracy, linear_accuracy
 from selfsup.registry import EVALUATIONS
@@ -29,8 +29,8 @@ def _build(cfg: RunConfig, weights: dict[str, torch.Tensor]) -> tuple[Encoder, d
     enc = {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
     channels = enc["input.mean"].shape[1]
     torch.manual_seed(cfg.train.seed)
-    encoder = build_encoder(cfg.encoder.name, in_channels=channels, image_size=cfg.data.image_size,
-                            small_stem=cfg.encoder.small_stem, width=cfg.encoder.width)  # fmt: skip
+    encoder = build_encoder(cfg.encoder.name or "resnet18", in_channels=channels, image_size=cfg.data.image_size,
+                            **encoder_kwargs(cfg.encoder))  # fmt: skip
     return encoder, enc
 
 

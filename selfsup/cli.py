@@ -81,8 +81,9 @@ def _cmd_pretrain(a) -> None:
     if a.resume:
         run = api.pretrain(resume=a.resume)
     else:
-        names = ("data", "method", "encoder", "width", "patch_size", "budget", "batch_size", "lr", "optimizer", "accumulate",
-                 "image_size", "limit", "strict", "seed", "device", "precision", "compile", "checkpoint_every", "out")
+        names = ("data", "method", "encoder", "width", "patch_size", "budget", "batch_size", "lr", "optimizer",
+                 "accumulate", "image_size", "limit", "strict", "seed", "device", "precision", "compile",
+                 "checkpoint_every", "out")
         fields = {k: getattr(a, k) for k in names}
         fields.update({k.replace(".", "__"): v for k, v in _kv(a.set).items()})
         run = api.pretrain(config=a.config, **fields)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import pkgutil
 
 from torch import nn
@@ -32,14 +33,19 @@ def resolve_encoder_name(cfg: RunConfig) -> str:
     return cfg.encoder.name
 
 
-def build_method(cfg: RunConfig, channels: int, image_size: int, mean=0.5, std=0.25) -> nn.Module:
-    """The method named in ``cfg`` around a fresh encoder; fills in the method's default params."""
+def build_method(cfg: RunConfig, channels: int, image_size: int, mean=0.5, std=0.25,
+                 num_samples: int | None = None) -> nn.Module:  # fmt: skip
+    """The method named in ``cfg`` around a fresh encoder; fills in the method's default params.
+
+    ``num_samples`` (the training set's size) reaches methods whose constructor takes it
+    (MoCo caps its queue to it)."""
     cls = METHODS.get(cfg.method.name)
     params = from_dict(cls.Params, cfg.method.params, "method.params")
     cfg.method.params = dataclasses.asdict(params)
     encoder = build_encoder(resolve_encoder_name(cfg), in_channels=channels, image_size=image_size,
                             mean=mean, std=std, **encoder_kwargs(cfg.encoder))  # fmt: skip
-    return cls(encoder, params, image_size)
+    extra = {"num_samples": num_samples} if "num_samples" in inspect.signature(cls).parameters else {}
+    return cls(encoder, params, image_size, **extra)
 
 
 __all__ = ["Output", "build_method", "resolve_encoder_name"]

@@ -70,7 +70,7 @@ class Trainer:
         self._set_batch(t)
         mean, std = channel_stats(ds.train_x)
         torch.manual_seed(t.seed)
-        self.method = build_method(cfg, ds.channels, ds.image_size, mean, std)
+        self.method = build_method(cfg, ds.channels, ds.image_size, mean, std, num_samples=self.n)
         defaults = self.method.defaults
         t.optimizer = t.optimizer or defaults["optimizer"]
         t.lr = t.lr if t.lr is not None else defaults["lr"] * t.batch_size / 256

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.flop_counter import FlopCounterMode
 
 from selfsup import distributed as D
 from selfsup.config import RunConfig, parse_budget, save_yaml
@@ -155,6 +156,21 @@ class Trainer:
             views = tuple(v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for v in views)
         return views
 
+    def _counted_step(self, step: int, lr: float):
+        """``_step`` under torch.utils.flop_counter: the forward + backward FLOPs of one optimizer step
+        (all micro-batches, this rank). A compiled model is counted through the eager module, which
+        computes the same thing."""
+        compiled, model = self.cfg.train.compile, self.model
+        if compiled:
+            self.model = self.method if self.world == 1 else model._orig_mod
+        try:
+            with FlopCounterMode(display=False) as counter:
+                result = self._step(step, lr)
+        finally:
+            self.model = model
+        self.flops_per_step = int(counter.get_total_flops()) * self.world
+        return result
+
     def _step(self, step: int, lr: float):
         """Forward/backward over the micro-batches, then one optimizer step. Returns (loss, out)."""
         for group in self.optimizer.param_groups:
@@ -226,9 +242,10 @@ class Trainer:
         self.method.train()
         start, last_ckpt_time, last_ckpt_step = time.perf_counter(), time.perf_counter(), self.start_step
         window_t, window_n, warned = time.perf_counter(), 0, 0
+        self.flops_per_step = None
         for step in range(self.start_step, t.steps):
             lr = t.lr * warmup_cosine(step, t.steps, warmup)
-            loss, out = self._step(step, lr)
+            loss, out = (self._counted_step if step == self.start_step else self._step)(step, lr)
             if not torch.isfinite(loss):
                 logger.close()
                 last = latest_checkpoint(self.run_dir)
@@ -275,8 +292,11 @@ class Trainer:
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         samples = steps * self.cfg.train.batch_size
+        flops = None if self.flops_per_step is None else self.flops_per_step * steps
         cost = {"wall_s": round(seconds, 2), "steps": steps, "samples": samples,
                 "samples_per_s": round(samples / max(seconds, 1e-9), 2), "peak_memory_bytes": int(peak),
+                "flops": flops, "flops_per_step": self.flops_per_step,
+                "flops_per_sample": None if flops is None else round(self.flops_per_step / self.cfg.train.batch_size),
                 "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
                 "world_size": self.world, "cpu_threads": torch.get_num_threads()}  # fmt: skip
         (self.run_dir / "cost.json").write_text(json.dumps(cost, indent=1))

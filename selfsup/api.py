@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selfsup.compare import compare
 from selfsup.config import RunConfig, load_yaml, set_field
 from selfsup.errors import UserError
 from selfsup.evaluate import evaluate, load_encoder
@@ -53,4 +54,4 @@ def pretrain(config: str | Path | None = None, resume: str | Path | None = None,
     return _pretrain(cfg, log=log)
 
 
-__all__ = ["pretrain", "evaluate", "load_encoder", "build_config", "Run"]
+__all__ = ["pretrain", "evaluate", "compare", "load_encoder", "build_config", "Run"]

@@ -42,11 +42,36 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder written by `selfsup pretrain`")
-    p.add_argument("--protocol", help="comma-separated: knn,linear (default both)")
+    p.add_argument("--protocol", help="comma-separated: knn,linear,finetune (default knn,linear)")
     p.add_argument("--labels", help="label fractions, e.g. 1%%,10%%,100%%")
-    p.add_argument("--no-baselines", action="store_true", help="skip the random-init and raw-pixel rows")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the random-init, raw-pixel and supervised-from-scratch rows")  # fmt: skip
     p.add_argument("--train-limit", type=int, help="cap the labelled pool at N images")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="eval fields, e.g. knn_k=20")
+    p.add_argument("--test-limit", type=int, help="score on the first N test images only")
+    p.add_argument("--plot", action="store_true",
+                   help="also write RUN/label_efficiency.png, RUN/embedding.png and RUN/report.html")  # fmt: skip
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="eval fields, e.g. knn_k=20, finetune_epochs=3, finetune_layer_decay=0.75")  # fmt: skip
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="fashion-mnist", help="as for pretrain (default fashion-mnist)")
+    p.add_argument("--methods", default="all", help="comma-separated methods (default: every image method)")
+    p.add_argument("--budget", default="5m", help="the same budget for each method: 90s, 5m, 500steps ...")
+    p.add_argument("--out", help="the comparison folder (default runs/compare-<data>)")
+    p.add_argument("--protocol", default="knn,linear", help="comma-separated: knn,linear,finetune")
+    p.add_argument("--labels", default="1%,10%,100%", help="label fractions (default 1%%,10%%,100%%)")
+    p.add_argument("--train-limit", type=int, help="cap the labelled pool of the evaluation at N images")
+    p.add_argument("--test-limit", type=int, help="score on the first N test images only")
+    p.add_argument("--encoder", help="the same encoder for every method (default: each method's own)")
+    p.add_argument("--width", type=int, help="ResNet first-stage channels for every ResNet run")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--limit", type=int, help="pretrain on the first N training images only")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--precision", help="auto | fp32 | bf16")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config field for every run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     _pretrain_args(sub.add_parser("pretrain", help="pretrain an encoder with a pretext task"))
-    _eval_args(sub.add_parser("eval", help="evaluate a run: kNN / linear probe at label fractions"))
+    _eval_args(sub.add_parser("eval", help="evaluate a run: kNN, linear probe, fine-tuning at label fractions"))
+    _compare_args(sub.add_parser("compare", help="pretrain several methods on the same data and budget, rank them"))
     lst = sub.add_parser("list", help="what exists: methods, encoders, datasets, evaluations")
     kinds = ["all", "methods", "encoders", "datasets", "evaluations"]
     lst.add_argument("what", nargs="?", default="all", choices=kinds)
@@ -81,9 +107,10 @@ def _cmd_pretrain(a) -> None:
     if a.resume:
         run = api.pretrain(resume=a.resume)
     else:
-        names = ("data", "method", "encoder", "width", "patch_size", "budget", "batch_size", "lr", "optimizer",
-                 "accumulate", "image_size", "limit", "strict", "seed", "device", "precision", "compile",
-                 "checkpoint_every", "out")
+        names = (
+            "data method encoder width patch_size budget batch_size lr optimizer accumulate image_size limit "
+            "strict seed device precision compile checkpoint_every out"
+        ).split()
         fields = {k: getattr(a, k) for k in names}
         fields.update({k.replace(".", "__"): v for k, v in _kv(a.set).items()})
         run = api.pretrain(config=a.config, **fields)
@@ -98,8 +125,18 @@ def _cmd_pretrain(a) -> None:
 def _cmd_eval(a) -> None:
     from selfsup import api
 
+    limits = {k: v for k, v in (("train_limit", a.train_limit), ("test_limit", a.test_limit)) if v is not None}
     api.evaluate(a.run, protocol=a.protocol, labels=a.labels, baselines=False if a.no_baselines else None,
-                 **({"train_limit": a.train_limit} if a.train_limit else {}), **_kv(a.set))  # fmt: skip
+                 plot=True if a.plot else None, **limits, **_kv(a.set))  # fmt: skip
+
+
+def _cmd_compare(a) -> None:
+    from selfsup.compare import SHARED_FLAGS, compare
+
+    _kv(a.set)  # validate early
+    compare(data=a.data, methods=a.methods, budget=a.budget, out=a.out, protocol=a.protocol, labels=a.labels,
+            train_limit=a.train_limit, test_limit=a.test_limit, sets=a.set,
+            **{k: getattr(a, k) for k in SHARED_FLAGS if k != "budget"})  # fmt: skip
 
 
 def _cmd_list(a) -> None:
@@ -131,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_pretrain(a)
         elif a.command == "eval":
             _cmd_eval(a)
+        elif a.command == "compare":
+            _cmd_compare(a)
         elif a.command == "list":
             _cmd_list(a)
         elif a.command == "data" and a.data_command == "get":

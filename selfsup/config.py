@@ -123,15 +123,46 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])
+    protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])  # knn | linear | finetune
     labels: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
-    baselines: bool = True  # add random-init and raw-pixel rows
+    baselines: bool = True  # add random-init and raw-pixel rows (finetune: supervised from scratch)
     knn_k: int = 200
     knn_temperature: float = 0.07
     batch_size: int = 512
     train_limit: int | None = None  # cap on the labelled pool (None: all of it)
     test_limit: int | None = None  # cap on the test split (None: all of it; for quick checks)
     seed: int = 0
+    # finetune: encoder + linear head, AdamW, warm-up + cosine (MAE's recipe, scaled to small images)
+    finetune_epochs: int = 10  # passes over the labelled subset
+    finetune_min_steps: int = 100  # at least this many steps, so 1% of the labels still trains
+    finetune_max_steps: int | None = None  # cap on the steps (None: none; e.g. 1000 for 100% labels on a CPU)
+    finetune_batch_size: int = 64
+    finetune_lr: float = 3e-3  # AdamW peak lr (short runs on small images; ViTs: ~5e-4 with layer decay 0.75)
+    finetune_weight_decay: float = 0.05
+    finetune_layer_decay: float = 1.0  # layer-wise lr decay (BEiT/MAE: 0.75 for ViT-B); 1.0 = off
+    plot: bool = False  # write label_efficiency.png, embedding.png and report.html into the run
+    embedding_points: int = 2000  # test embeddings in the t-SNE picture (a seeded subset)
+
+    def validate(self) -> EvalConfig:
+        positive = ("knn_k", "batch_size", "finetune_epochs", "finetune_batch_size", "embedding_points")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise UserError(f"eval.{key}={getattr(self, key)} must be at least 1")
+        for key in ("train_limit", "test_limit", "finetune_max_steps"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise UserError(f"eval.{key}={getattr(self, key)} must be at least 1 (or none for no cap)")
+        if self.finetune_min_steps < 0:
+            raise UserError(f"eval.finetune_min_steps={self.finetune_min_steps} must be 0 or more")
+        if self.knn_temperature <= 0 or self.finetune_lr <= 0:
+            bad = "knn_temperature" if self.knn_temperature <= 0 else "finetune_lr"
+            raise UserError(f"eval.{bad}={getattr(self, bad)} must be positive")
+        if self.finetune_weight_decay < 0:
+            raise UserError(f"eval.finetune_weight_decay={self.finetune_weight_decay} must be 0 or more")
+        if not 0 < self.finetune_layer_decay <= 1:
+            raise UserError(f"eval.finetune_layer_decay={self.finetune_layer_decay} must be in (0, 1]; 1 is off")
+        if not self.protocols:
+            raise UserError("eval.protocols is empty; use e.g. --protocol knn,linear,finetune")
+        return self
 
 
 @dataclass
@@ -144,6 +175,7 @@ class RunConfig:
     out: str = "runs/run"
 
     def validate(self) -> RunConfig:
+        self.eval.validate()
         t = self.train
         parse_budget(t.budget)
         parse_budget(t.checkpoint_every, "train.checkpoint_every")

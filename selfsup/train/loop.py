@@ -265,8 +265,11 @@ class Trainer:
                     warned += bool(warning)
                 logger.step(done, metrics, done - self.start_step, rate)
                 window_t, window_n = time.perf_counter(), 0
-            due = (time.perf_counter() - last_ckpt_time >= every.value) if every.kind == "time" else \
-                (done - last_ckpt_step >= every.value * (self.steps_per_epoch if every.kind == "epochs" else 1))
+            due = (
+                (time.perf_counter() - last_ckpt_time >= every.value)
+                if every.kind == "time"
+                else (done - last_ckpt_step >= every.value * (self.steps_per_epoch if every.kind == "epochs" else 1))
+            )
             if due and done < t.steps:
                 self._save(done)
                 last_ckpt_time, last_ckpt_step = time.perf_counter(), done

@@ -1,0 +1,75 @@
+"""`selfsup compare`: same data, budget and seed for every method; leaderboard with cost; resumable.
+And the cost figures every pretraining run records (FLOPs counted with torch.utils.flop_counter)."""
+
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import selfsup
+from selfsup.cli import main
+from selfsup.methods import build_method
+
+TINY = dict(data="digits", width=4, batch_size=32, device="cpu", seed=1)
+
+
+def test_cost_json_counts_training_flops(tmp_path):
+    costs = {}
+    for bs in (16, 32):
+        run = selfsup.pretrain(method="rotation", out=tmp_path / f"bs{bs}", budget="3steps",
+                               log=lambda s: None, **{**TINY, "batch_size": bs})  # fmt: skip
+        costs[bs] = json.loads((run.path / "cost.json").read_text())
+    for cost in costs.values():
+        assert cost["steps"] == 3 and cost["flops"] == 3 * cost["flops_per_step"]
+        assert cost["peak_memory_bytes"] > 50 * 2**20 and cost["samples_per_s"] > 0 and cost["wall_s"] > 0
+    # convolutions and matmuls scale linearly with the batch
+    assert costs[32]["flops_per_step"] == pytest.approx(2 * costs[16]["flops_per_step"], rel=0.02)
+    # and the count is forward + backward of the method on the step's views: about 3x one forward
+    cfg = selfsup.build_config(method="rotation", width=4)
+    torch.manual_seed(0)
+    method = build_method(cfg, channels=1, image_size=8)
+    views = method.views(torch.zeros(16, 1, 8, 8, dtype=torch.uint8), torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as fwd:
+        method(views)
+    assert 2.5 < costs[16]["flops_per_step"] / fwd.get_total_flops() < 3.5
+
+
+def test_compare_ranks_methods_and_resumes(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ("compare --data digits --methods rotation,simclr --budget 4steps --width 4 --batch-size 32 --device cpu "
+            "--seed 2 --labels 10%,100%").split() + ["--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((out / "compare.json").read_text())
+    methods = [e for e in report["leaderboard"] if e["kind"] == "method"]
+    assert {e["name"] for e in methods} == {"rotation", "simclr"}
+    for e in methods:
+        assert set(e["accuracy"]) == {"knn@0.1", "knn@1", "linear@0.1", "linear@1"}
+        assert all(0 < a <= 1 for a in e["accuracy"].values())
+        assert e["flops"] > 0 and e["peak_memory_bytes"] > 0 and e["samples_per_s"] > 0 and e["steps"] == 4
+    names = [e["name"] for e in report["leaderboard"]]
+    assert "raw pixels" in names and any(n.startswith("random init") for n in names)
+    means = [e["mean_accuracy"] for e in report["leaderboard"]]
+    assert means == sorted(means, reverse=True)
+    for r in report["runs"]:  # same data, budget and seed for every run
+        cfg = selfsup.build_config(config=f"{r['run']}/config.yaml")
+        assert (cfg.data.name, cfg.train.budget, cfg.train.seed, cfg.train.batch_size) == ("digits", "4steps", 2, 32)
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "rotation" in html and "simclr" in html
+    printed = capsys.readouterr().out
+    assert "rotation" in printed and "train FLOPs" in printed
+
+    # a second call trains and scores nothing again, and gives the same leaderboard
+    stamp = (out / "simclr" / "checkpoints" / "latest").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "not trained again" in capsys.readouterr().out
+    assert (out / "simclr" / "checkpoints" / "latest").stat().st_mtime_ns == stamp
+    assert json.loads((out / "compare.json").read_text())["leaderboard"] == report["leaderboard"]
+
+
+def test_compare_rejects_bad_input(capsys):
+    assert main(["compare", "--data", "digits", "--methods", "simclr,nope"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(["compare", "--data", "digits", "--methods", "simclr,simclr"]) == 2
+    assert "twice" in capsys.readouterr().err

@@ -91,7 +91,7 @@ class EncoderConfig:
     patch_size: int | None = None  # ViT: None = 16 above 64 px, else 4 (28 px -> 7x7 patches)
     dim: int | None = None  # ViT: embedding size (None: 192 for vit_tiny, 384 for vit_small)
     depth: int | None = None  # ViT: transformer blocks (None: 12)
-    heads: int | None = None  # ViT: attention heads (None: 3 for vit_tiny, 6 for vit_small)
+    heads: int | None = None  # ViT: attention heads (None: 3 for vit_tiny, 6 for vit_small; dim // 64 if dim is set)
 
 
 @dataclass

@@ -2,8 +2,12 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-import torch
+# Idle OpenMP threads sleep instead of spinning: with subprocess tests (DDP, compare) or anything else
+# on the cores, spinning threads slow every small kernel several-fold. Set before torch starts OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -36,6 +36,8 @@ images, batch 128, 80 steps; kNN / linear probe accuracy, random init 0.579 / 0.
   image 16 times. Short runs like smaller queues, whose keys are fresher and which fill sooner (the
   queue starts as random unit vectors): 512 / 1024 / 2048 / 4096 keys gave kNN 0.644 / 0.632 / 0.627 /
   0.629 and linear 0.775 / 0.771 / 0.759 / 0.746 at 80 steps; set ``queue_size`` for such runs.
+  (80-step margins depend on the seed: at seeds 1 / 2, random init kNN 0.627 / 0.601, K = 512 gave
+  kNN 0.564 / 0.605.)
 - No blur on images of 64 px or less (a 3x3 kernel with sigma up to 2 erases 28 px images).
 - The loss is asymmetric, as in v2. ``symmetric: true`` adds the swapped pair (MoCo v3's form) and
   enqueues the keys of both views, at twice the compute per step; at 80 steps it learned no more

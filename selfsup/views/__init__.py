@@ -10,6 +10,15 @@ from selfsup.views.image import (
     random_resized_crop,
     rotate90,
 )
+from selfsup.views.jigsaw import (
+    all_permutations,
+    jigsaw_tiles,
+    maximal_hamming_permutations,
+    min_hamming_distance,
+    normalize_tiles,
+    shuffle_tiles,
+)
+from selfsup.views.masking import block_side, center_block_mask, dilate_mask, fill_masked, random_block_mask
 
 __all__ = [
     "ImageAugment",
@@ -20,4 +29,17 @@ __all__ = [
     "random_grayscale",
     "random_resized_crop",
     "rotate90",
+    # jigsaw puzzles
+    "all_permutations",
+    "jigsaw_tiles",
+    "maximal_hamming_permutations",
+    "min_hamming_distance",
+    "normalize_tiles",
+    "shuffle_tiles",
+    # block masks
+    "block_side",
+    "center_block_mask",
+    "dilate_mask",
+    "fill_masked",
+    "random_block_mask",
 ]

@@ -1,0 +1,119 @@
+"""Jigsaw: Unsupervised Learning of Visual Representations by Solving Jigsaw Puzzles.
+
+Noroozi, Favaro, ECCV 2016 (arXiv:1603.09246).
+
+Each image is cut into a 3x3 grid of cells; one tile is cropped at a random offset inside
+each cell, so the gaps between tiles vary and edges do not line up. The nine tiles are put
+in the order of a permutation drawn from a fixed set, every tile goes through the same
+encoder (the paper's "context-free network": shared weights, one tile at a time; here the
+nine tiles of the batch are one encoder batch), the tile features are concatenated in the
+shuffled order and an MLP classifies which permutation of the set was applied
+(cross-entropy). The permutation set is a registered int64 buffer (``permutations``), so it
+is saved in the run's checkpoint with the weights.
+
+Paper hyperparameters (ImageNet): images resized to 256, a random 225x225 crop cut into
+75x75 cells with one 64x64 tile per cell; each tile normalized to its own mean and standard
+deviation; colour shortcuts (chromatic aberration) countered with grayscale images and a
+per-channel spatial jitter of the tiles of up to 2 px; 1000 permutations from the greedy
+maximal-Hamming-distance algorithm (average distance 8.00); shared AlexNet-style layers per
+tile with a 512-d fc6, concatenation, fc7 4096, fc8 over the permutation indices; SGD,
+lr 0.01, batch 256, 350k iterations.
+
+Defaults here differ for 28 px images, short budgets and a CPU:
+* 100 permutations, the paper's smaller set (its Table 3: easier to learn, transfer close to
+  1000's). The greedy rule ranks candidates by their distance to the nearest chosen
+  permutation first and the paper's summed distance second: same average (8.08), minimum
+  pairwise distance 6 instead of 2 (see ``selfsup.views.jigsaw.maximal_hamming_permutations``).
+* Tiles are cut from a canvas upsampled ``canvas_scale`` = 2x: at 28 px a cell is 9 px and a
+  tile 7-8 px, which a ResNet reduces to a single pixel after its first stride; cells of
+  18-19 px with 16 px tiles give the encoder spatial structure to learn from, and the pixel
+  scale stays within 2x of the whole 28 px images the encoder embeds afterwards.
+* The crop keeps 60-100% of the image (the paper: 225 of 256 px, 77% of the area);
+  Fashion-MNIST objects fill the frame, smaller crops cut them apart.
+* Per-tile normalization is off by default (``tile_norm``): on grayscale images with a black
+  background the tile statistics are not the shortcut they are on photos, and standardizing
+  every tile shifts the encoder's input statistics away from the whole images it embeds.
+* The channel jitter is 1 px (tiles are 4x smaller than the paper's); it and the grayscale
+  mix (``grayscale_p``) only apply to RGB images.
+* The head is one MLP (9 x D -> 1024 -> permutations) on the encoder's pooled tile features
+  instead of per-tile fc6 + fc7; lr 0.05 x BatchSize/256 with Nesterov momentum and the
+  trainer's warm-up + cosine schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfsup.errors import UserError
+from selfsup.methods.base import Output, mlp_head
+from selfsup.registry import METHODS
+from selfsup.views import random_grayscale, random_resized_crop
+from selfsup.views.jigsaw import jigsaw_tiles, maximal_hamming_permutations, normalize_tiles, shuffle_tiles
+
+GRID = 3  # 3x3 tiles, as the paper
+
+
+@dataclass
+class JigsawParams:
+    num_permutations: int = 100
+    permutation_seed: int = 0
+    canvas_scale: float = 2.0  # tiles are cut from the crop resized to canvas_scale x image_size
+    tile_fraction: float = 0.85  # tile side / cell side (the paper: 64 / 75)
+    crop_scale_min: float = 0.6
+    tile_norm: bool = False
+    channel_jitter: int = 1  # RGB only
+    grayscale_p: float = 0.3  # RGB only
+    head_hidden: int = 1024
+    tile_fc: int = 0  # > 0: a shared per-tile fc layer (the paper's fc6) of this width before the concatenation
+
+
+@METHODS.register("jigsaw")
+class Jigsaw(nn.Module):
+    modality = "image"
+    Params = JigsawParams
+    defaults = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4}  # lr per 256 images
+
+    def __init__(self, encoder: nn.Module, params: JigsawParams, image_size: int):
+        super().__init__()
+        self.encoder, self.params = encoder, params
+        if not 2 <= params.num_permutations <= 362880:
+            raise UserError(f"method.params.num_permutations={params.num_permutations} must be in 2..362880 (9!)")
+        cell = max(1, round(params.canvas_scale * image_size / GRID))
+        self.canvas = GRID * cell
+        self.tile = min(cell, max(1, round(params.tile_fraction * cell)))
+        perms = maximal_hamming_permutations(params.num_permutations, GRID * GRID, params.permutation_seed)
+        self.register_buffer("permutations", perms)  # [P, 9] int64, saved with the checkpoint
+        d = encoder.dim
+        self.tile_head = nn.Identity()
+        if params.tile_fc > 0:
+            d = params.tile_fc
+            self.tile_head = nn.Sequential(nn.Linear(encoder.dim, d, bias=False), nn.BatchNorm1d(d), nn.ReLU(True))
+        self.head = mlp_head(GRID * GRID * d, params.head_hidden, params.num_permutations)
+
+    def views(self, x: Tensor, generator) -> tuple[Tensor, Tensor]:
+        """x uint8 [B, C, H, W] -> (tiles [9B, C, t, t], sample-major in shuffled order; labels [B])."""
+        if x.dtype == torch.uint8:
+            x = x.to(torch.float32).div_(255)
+        p = self.params
+        canvas = random_resized_crop(x, self.canvas, scale=(p.crop_scale_min, 1.0), flip_p=0.5, generator=generator)
+        rgb = canvas.shape[1] == 3
+        if rgb and p.grayscale_p > 0:
+            canvas = random_grayscale(canvas, p.grayscale_p, generator)
+        tiles = jigsaw_tiles(canvas, self.tile, GRID, p.channel_jitter if rgb else 0, generator)  # [B, 9, C, t, t]
+        if p.tile_norm:
+            tiles = normalize_tiles(tiles, self.encoder.input.mean, self.encoder.input.std)
+        labels = torch.randint(len(self.permutations), (x.shape[0],), generator=generator, device=x.device)  # [B]
+        return shuffle_tiles(tiles, self.permutations, labels).flatten(0, 1), labels
+
+    def forward(self, batch: tuple[Tensor, Tensor]) -> Output:
+        tiles, labels = batch
+        B = labels.shape[0]
+        h = self.encoder(tiles).pooled  # [9B, D]
+        logits = self.head(self.tile_head(h).view(B, -1))  # [B, 9D] in shuffled order -> [B, P]
+        loss = F.cross_entropy(logits.float(), labels)
+        acc = (logits.argmax(1) == labels).float().mean().item()
+        return Output(loss, {"perm_acc": acc}, h.view(B, GRID * GRID, -1).mean(1).detach())

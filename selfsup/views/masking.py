@@ -1,0 +1,92 @@
+"""Block masks for inpainting (Pathak et al., CVPR 2016, "Context Encoders").
+
+Masks are boolean ``[B, 1, H, W]`` tensors, True where pixels are hidden. Batched and
+generator-driven like ``selfsup.views.image``: every random draw comes from the passed
+``torch.Generator`` and has a shape that depends only on the arguments and the batch shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["block_side", "center_block_mask", "dilate_mask", "fill_masked", "random_block_mask"]
+
+
+def block_side(side: int, area: float) -> int:
+    """The side of a square block covering about ``area`` of a ``side x side`` image (at least 1 pixel)."""
+    if not 0 < area <= 1:
+        raise ValueError(f"the masked area is a fraction in (0, 1], got {area}")
+    return min(side, max(1, round(side * math.sqrt(area))))
+
+
+def _boxes(top: Tensor, left: Tensor, height: int, width: int, h: int, w: int) -> Tensor:
+    """Union of the boxes ``[top, top + h) x [left, left + w)`` per sample.
+
+    top, left: [B, n] -> bool [B, 1, height, width]
+    """
+    rows = torch.arange(height, device=top.device)
+    cols = torch.arange(width, device=top.device)
+    in_rows = (rows >= top.unsqueeze(-1)) & (rows < (top + h).unsqueeze(-1))  # [B, n, H]
+    in_cols = (cols >= left.unsqueeze(-1)) & (cols < (left + w).unsqueeze(-1))  # [B, n, W]
+    return (in_rows.unsqueeze(-1) & in_cols.unsqueeze(-2)).any(1, keepdim=True)  # [B, 1, H, W]
+
+
+def center_block_mask(batch: int, height: int, width: int, area: float = 0.25, device=None) -> Tensor:
+    """The central block covering ``area`` of the image: half the side for the paper's 1/4.
+
+    -> bool [batch, 1, height, width]
+    """
+    h, w = block_side(height, area), block_side(width, area)
+    top = torch.full((batch, 1), (height - h) // 2, device=device)
+    left = torch.full((batch, 1), (width - w) // 2, device=device)
+    return _boxes(top, left, height, width, h, w)
+
+
+def random_block_mask(
+    batch: int,
+    height: int,
+    width: int,
+    area: float = 0.25,
+    blocks: int = 4,
+    generator: torch.Generator | None = None,
+    device=None,
+) -> Tensor:
+    """``blocks`` square blocks, each covering ``area / blocks`` of the image, at random places.
+
+    Each block lies wholly inside the image (top-left corner uniform over the valid
+    positions); blocks may overlap, so together they cover at most ``area`` (the paper's
+    "random block" masks: several smaller, possibly overlapping blocks covering up to 1/4).
+
+    -> bool [batch, 1, height, width]
+    """
+    if blocks < 1:
+        raise ValueError(f"blocks must be at least 1, got {blocks}")
+    h, w = block_side(height, area / blocks), block_side(width, area / blocks)
+    u = torch.rand(batch, blocks, 2, generator=generator, device=device)  # [B, n, 2]
+    top = torch.minimum((u[..., 0] * (height - h + 1)).floor(), torch.tensor(float(height - h), device=device))
+    left = torch.minimum((u[..., 1] * (width - w + 1)).floor(), torch.tensor(float(width - w), device=device))
+    return _boxes(top.long(), left.long(), height, width, h, w)
+
+
+def fill_masked(x: Tensor, mask: Tensor, value: Tensor | float) -> Tensor:
+    """``value`` (e.g. the dataset mean, [1, C, 1, 1]) inside the mask, ``x`` outside.
+
+    x: [B, C, H, W], mask: bool [B, 1, H, W] -> [B, C, H, W]
+    """
+    value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    return torch.lerp(x, value.expand_as(x), mask.to(x.dtype))  # exact at weights 0 and 1
+
+
+def dilate_mask(mask: Tensor, pixels: int) -> Tensor:
+    """Grow a mask by ``pixels`` in every direction (a square structuring element).
+
+    mask: bool [B, 1, H, W] -> bool [B, 1, H, W]
+    """
+    if pixels <= 0:
+        return mask
+    grown = F.max_pool2d(mask.float(), 2 * pixels + 1, stride=1, padding=pixels)
+    return grown > 0

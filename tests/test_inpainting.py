@@ -110,29 +110,42 @@ def test_overlap_border_weighs_in_with_its_weight():
     torch.testing.assert_close(method.forward_loss(pred, target, mask), torch.tensor(10.0 / (64 + 10 * 36)))
 
 
+@pytest.mark.parametrize("bottleneck", ["pooled", "channelwise"])
 @pytest.mark.parametrize("size,channels", [(16, 1), (28, 1), (32, 3)])
-def test_decoder_output_has_the_image_shape(size, channels):
-    method = _method(size, channels)
+def test_decoder_output_has_the_image_shape(size, channels, bottleneck):
+    method = _method(size, channels, bottleneck=bottleneck)
     x = torch.randint(0, 256, (2, channels, size + 3, size + 3), dtype=torch.uint8, generator=gen(11))
     masked, image, mask = method.views(x, gen(12))
     tokens = method.encoder(masked).tokens
     assert method.grid**2 == tokens.shape[1]
     assert method.forward_decoder(tokens).shape == image.shape == (2, channels, size, size)
     out = method((masked, image, mask))
-    assert (
-        torch.isfinite(out.loss) and out.embedding.shape == (2, method.encoder.dim) and not out.embedding.requires_grad
-    )
+    assert torch.isfinite(out.loss) and out.embedding.shape == (2, method.encoder.dim)
+    assert not out.embedding.requires_grad
+
+
+def test_pooled_bottleneck_sees_only_the_pooled_features():
+    method = _method(16, bottleneck="pooled").eval()
+    tokens = torch.randn(2, method.grid**2, method.encoder.dim, generator=gen(15))
+    shuffled = tokens[:, torch.randperm(tokens.shape[1], generator=gen(16))]  # same mean, other layout
+    with torch.no_grad():
+        torch.testing.assert_close(method.forward_decoder(shuffled), method.forward_decoder(tokens))
+        channelwise = _method(16, bottleneck="channelwise").eval()
+        assert not torch.allclose(channelwise.forward_decoder(shuffled), channelwise.forward_decoder(tokens))
 
 
 @pytest.mark.skipif("vit_tiny" not in ENCODERS.names(), reason="no ViT encoder registered")
-def test_decoder_takes_vit_patch_tokens():
-    method = _method(28, encoder="vit_tiny")
+@pytest.mark.parametrize("bottleneck", ["pooled", "channelwise"])
+def test_decoder_takes_vit_patch_tokens(bottleneck):
+    method = _method(28, encoder="vit_tiny", bottleneck=bottleneck)
     assert method.grid == 7
     x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8, generator=gen(13))
     masked, image, mask = method.views(x, gen(14))
     assert method.forward_decoder(method.encoder(masked).tokens).shape == (2, 1, 28, 28)
 
 
-def test_unknown_mask_is_a_clear_error():
+def test_unknown_mask_or_bottleneck_is_a_clear_error():
     with pytest.raises(UserError, match="mask"):
         _method(16, mask="stripes")
+    with pytest.raises(UserError, match="bottleneck"):
+        _method(16, bottleneck="full")

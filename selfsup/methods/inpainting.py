@@ -5,11 +5,12 @@ Pathak, Krahenbuhl, Donahue, Darrell, Efros, CVPR 2016 (arXiv:1604.07379).
 A region of each image is hidden (filled with the dataset mean, i.e. 0 after the encoder's
 input normalization); the encoder sees the rest, a decoder reconstructs the image from the
 encoder's token grid, and an L2 loss on the hidden pixels only trains both (no adversarial
-term). The decoder follows the paper's shape: a channel-wise fully-connected layer over the
-grid positions (each channel mixes information from the whole grid, without the cost of a
-full fc), a 1x1 convolution across channels, then stride-2 transposed convolutions up to
-the image size. Works for any encoder whose tokens form a square grid (ResNet feature maps,
-ViT patch tokens).
+term). The decoder: a bottleneck joins the encoder to it, then a 1x1 convolution across
+channels and stride-2 transposed convolutions up to the image size. The paper's bottleneck
+is a channel-wise fully-connected layer over the grid positions (each channel mixes
+information from the whole grid without the cost of a full fc): ``bottleneck="channelwise"``.
+Works for any encoder whose tokens form a square grid (ResNet feature maps, ViT patch
+tokens).
 
 Paper hyperparameters: 128x128 images (227 for the AlexNet used in feature learning), masks
 covering 1/4 of the image: the central block (half the side), random blocks (several
@@ -28,8 +29,15 @@ Defaults here differ for 28 px images, short budgets and a CPU:
 * No overlap border by default (``overlap=0``; set e.g. 1 px with ``overlap_weight`` 10): at
   28 px the paper's border would be a quarter of the hole, and the L2 on the hole alone
   trained the better features here.
-* SGD with Nesterov momentum, lr 0.1 x BatchSize/256, warm-up + cosine (the trainer's
-  schedule), instead of Adam: on the short budgets here it gave the encoder better features.
+* ``bottleneck="pooled"``: the decoder starts from the encoder's pooled vector (one linear
+  layer to a D x g x g grid), not from its token grid. The features a probe reads are the
+  pooled ones, so the pooled vector alone must carry what the reconstruction needs; from the
+  token grid the encoder can pass the picture around its pooling (measured, the test's 250
+  AdamW steps: kNN 65.6 pooled vs 61.7 channel-wise, linear 76.4 vs 74.2; random init 57.9
+  and 67.8; with SGD the channel-wise decoder stayed within 1 point of random init on kNN).
+* AdamW, lr 6e-3 x BatchSize/256, weight decay 5e-4, warm-up + cosine (the trainer's
+  schedule), instead of Adam at 2e-4: a short budget needs the larger step (measured, the
+  test's 250 steps of 128: kNN 65.6 vs 57.9 at random init, linear 76.4 vs 67.8).
 * The target is the normalized image (the encoder's own input units), so the loss scale does
   not depend on the dataset's contrast.
 """
@@ -50,6 +58,7 @@ from selfsup.views import random_resized_crop
 from selfsup.views.masking import center_block_mask, dilate_mask, fill_masked, random_block_mask
 
 MASKS = ("center", "random")
+BOTTLENECKS = ("pooled", "channelwise")
 
 
 @dataclass
@@ -60,9 +69,8 @@ class InpaintingParams:
     overlap: int = 0  # pixels of context around the hole also reconstructed
     overlap_weight: float = 10.0  # loss weight of those pixels relative to the hole's
     crop_scale_min: float = 0.8
-    decoder_width: int | None = None  # channels after the channel-wise fc; None: the encoder's dim
-    channel_fc: bool = True
-    from_pooled: bool = False
+    decoder_width: int | None = None  # channels entering the up-convolutions; None: the encoder's dim
+    bottleneck: str = "pooled"  # "pooled" | "channelwise": what joins the encoder to the decoder (see the docstring)
 
 
 class ChannelwiseFC(nn.Module):
@@ -101,21 +109,25 @@ def _token_grid(encoder: nn.Module, channels: int, image_size: int) -> int:
 class Inpainting(nn.Module):
     modality = "image"
     Params = InpaintingParams
-    defaults = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}  # lr per 256 images
+    defaults = {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4}  # lr per 256 images
 
     def __init__(self, encoder: nn.Module, params: InpaintingParams, image_size: int):
         super().__init__()
         if params.mask not in MASKS:
             raise UserError(f"method.params.mask={params.mask!r} must be one of: {', '.join(MASKS)}")
+        if params.bottleneck not in BOTTLENECKS:
+            raise UserError(f"method.params.bottleneck={params.bottleneck!r} must be one of: {', '.join(BOTTLENECKS)}")
         if not 0 < params.mask_area < 1:
             raise UserError(f"method.params.mask_area={params.mask_area} must be a fraction in (0, 1)")
         self.encoder, self.params, self.size = encoder, params, image_size
         channels = encoder.input.mean.shape[1]
         self.grid = _token_grid(encoder, channels, image_size)
         width = params.decoder_width or encoder.dim
-        self.channel_fc = ChannelwiseFC(encoder.dim, self.grid * self.grid) if params.channel_fc else nn.Identity()
-        if params.from_pooled:
-            self.channel_fc = nn.Linear(encoder.dim, encoder.dim * self.grid * self.grid)
+        n = self.grid * self.grid
+        if params.bottleneck == "pooled":  # [B, D] -> [B, D * g*g]
+            self.bottleneck = nn.Linear(encoder.dim, encoder.dim * n)
+        else:  # [B, D, g*g] -> [B, D, g*g]
+            self.bottleneck = ChannelwiseFC(encoder.dim, n)
         self.mix = nn.Sequential(nn.Conv2d(encoder.dim, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True))
         ups, c = [], width
         for _ in range(max(0, math.ceil(math.log2(image_size / self.grid)))):  # 4 -> 8 -> 16 -> 32 at 28 px
@@ -140,13 +152,14 @@ class Inpainting(nn.Module):
         mask = self.make_mask(x.shape[0], generator, x.device)  # [B, 1, S, S]
         return fill_masked(image, mask, self.encoder.input.mean), image, mask.to(image.dtype)
 
-    def forward_decoder(self, tokens: Tensor) -> Tensor:
-        """tokens [B, g*g, D] -> reconstruction [B, C, S, S] in the encoder's normalized units."""
+    def forward_decoder(self, tokens: Tensor, pooled: Tensor | None = None) -> Tensor:
+        """tokens [B, g*g, D] (and pooled [B, D], default their mean) -> reconstruction [B, C, S, S]
+        in the encoder's normalized units."""
         B, n, D = tokens.shape
-        if self.params.from_pooled:
-            h = self.channel_fc(tokens.mean(1))
+        if self.params.bottleneck == "pooled":
+            h = self.bottleneck(tokens.mean(1) if pooled is None else pooled)  # [B, D * g*g]
         else:
-            h = self.channel_fc(tokens.transpose(1, 2))  # [B, D, g*g]
+            h = self.bottleneck(tokens.transpose(1, 2))  # [B, D, g*g]
         h = self.mix(h.reshape(B, D, self.grid, self.grid))  # [B, W, g, g]
         out = self.up(h)  # [B, C, >= S, >= S]
         if out.shape[-1] != self.size:
@@ -168,7 +181,7 @@ class Inpainting(nn.Module):
     def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> Output:
         masked, image, mask = batch
         feats = self.encoder(masked)
-        pred = self.forward_decoder(feats.tokens)  # [B, C, S, S]
+        pred = self.forward_decoder(feats.tokens, feats.pooled)  # [B, C, S, S]
         target = self.encoder.input(image)  # normalized pixels, no parameters
         loss = self.forward_loss(pred, target, mask)
         return Output(loss, {}, feats.pooled.detach())

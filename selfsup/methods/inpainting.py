@@ -34,7 +34,7 @@ Defaults here differ for 28 px images, short budgets and a CPU:
   pooled ones, so the pooled vector alone must carry what the reconstruction needs; from the
   token grid the encoder can pass the picture around its pooling (measured, the test's 250
   AdamW steps: kNN 65.6 pooled vs 61.7 channel-wise, linear 76.4 vs 74.2; random init 57.9
-  and 67.8; with SGD the channel-wise decoder stayed within 1 point of random init on kNN).
+  and 67.8).
 * AdamW, lr 6e-3 x BatchSize/256, weight decay 5e-4, warm-up + cosine (the trainer's
   schedule), instead of Adam at 2e-4: a short budget needs the larger step (measured, the
   test's 250 steps of 128: kNN 65.6 vs 57.9 at random init, linear 76.4 vs 67.8).

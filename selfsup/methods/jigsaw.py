@@ -25,9 +25,9 @@ Defaults here differ for 28 px images, short budgets and a CPU:
   ResNet's last stage then works on a 1x1 map, where its 3x3 kernels only ever train their
   centre taps, while the whole 28 px images it embeds afterwards give it 4x4 maps: measured on
   Fashion-MNIST (80 steps), 8 px tiles did not reliably beat a random-init encoder, 16 px
-  tiles (2x) barely, 24 px tiles (3x, last stage at 3x3) by about 7 points on kNN and on a
-  linear probe. The cost per puzzle is that of about 7 whole images, so the test runs
-  batches of 32 puzzles.
+  tiles (2x) barely, 24 px tiles (3x, last stage at 3x3) do: batches of 32 puzzles, kNN /
+  linear probe 61.5 / 72.2 after 80 steps and 67.1 / 72.0 after 160, against 57.9 / 67.8
+  at random init (the test's setting). A puzzle costs about 7 whole images.
 * 100 permutations instead of 1000: a 100-way head learns within a few hundred steps. The
   greedy rule ranks candidates by their distance to the nearest chosen permutation first and
   the paper's summed distance second: the same average distance as the paper's rule alone

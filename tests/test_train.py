@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 import selfsup
+import selfsup.methods  # noqa: F401  (registers)
 from selfsup.errors import TrainingDiverged, UserError
+from selfsup.registry import METHODS
 from selfsup.train.checkpoint import latest_checkpoint
 
 from .conftest import run_env
@@ -38,6 +40,18 @@ def test_run_folder_contents(tmp_path):
     assert resolved.method.params["temperature"] == 0.2  # defaults written out in full
     enc = selfsup.load_encoder(run.path)
     assert enc.embed(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape == (2, enc.dim)
+
+
+@pytest.mark.parametrize("method", [m for m, cls in METHODS.items() if cls.modality == "image"])
+def test_duration_budget_works_for_every_method(method, tmp_path):
+    """A duration budget times real steps before the run's length is known: hooks such as BYOL's and
+    DINO's momentum schedules must cope with that, and the timed steps must leave no trace."""
+    run = selfsup.pretrain(out=tmp_path / "r", budget="1s", **{**TINY, "method": method, "batch_size": 16},
+                           log=lambda s: None)  # fmt: skip
+    steps = selfsup.build_config(run.path / "config.yaml").train.steps
+    assert isinstance(steps, int) and steps >= 1
+    assert json.loads((run.path / "cost.json").read_text())["steps"] == steps
+    assert torch.load(latest_checkpoint(run.path) / "trainer.pt", weights_only=True)["step"] == steps
 
 
 def test_same_seed_same_weights(tmp_path):

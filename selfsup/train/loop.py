@@ -32,6 +32,8 @@ from selfsup.train.log import RunLogger, fmt_duration
 from selfsup.train.monitor import collapse_stats, collapse_warning
 from selfsup.train.optim import build_optimizer, warmup_cosine
 
+CALIBRATION_STEPS = 3  # real steps timed to turn a duration budget into a step count (the first is a warm-up)
+
 
 @dataclass
 class Run:
@@ -194,8 +196,8 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         hook = getattr(self.method, "after_step", None)
-        if hook is not None:
-            hook(step, self.cfg.train.steps)
+        if hook is not None:  # while a duration budget is timed, the run's length is not known yet:
+            hook(step, self.cfg.train.steps or CALIBRATION_STEPS)  # the timed steps stand in for it
         return total, first
 
     # ------------------------------------------------------------------ budget
@@ -217,9 +219,9 @@ class Trainer:
         t0 = time.perf_counter()
         self._step(0, 0.0)
         t1 = time.perf_counter()
-        self._step(1, 0.0)
-        self._step(2, 0.0)
-        per_step = torch.tensor((time.perf_counter() - t1) / 2)
+        for step in range(1, CALIBRATION_STEPS):
+            self._step(step, 0.0)
+        per_step = torch.tensor((time.perf_counter() - t1) / (CALIBRATION_STEPS - 1))
         if self.world > 1:
             torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
         self.method.load_state_dict(model_state)

@@ -64,9 +64,13 @@ def _pretrain_cmd(method: str, run: Path, data: str, shared: dict, sets: list[st
     return cmd
 
 
-def _scored(run: Path, protocols: list[str], labels: list[float]) -> list[dict] | None:
-    path = run / "eval.json"
-    if not path.is_file():
+SCORED_WITH = "compare_eval.json"  # the evaluation settings a run's eval.json was made with, by compare
+
+
+def _scored(run: Path, protocols: list[str], labels: list[float], limits: dict) -> list[dict] | None:
+    """The run's eval.json rows if they were made with these limits and cover these protocols and fractions."""
+    path, made_with = run / "eval.json", run / SCORED_WITH
+    if not path.is_file() or not made_with.is_file() or json.loads(made_with.read_text()) != limits:
         return None
     rows = json.loads(path.read_text())
     have = {(r["protocol"], r["labels"]) for r in rows if r["encoder"] == "pretrained"}
@@ -105,6 +109,7 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
     out = Path(out or f"runs/compare-{Path(data).name}")
     out.mkdir(parents=True, exist_ok=True)
     shared = {"budget": budget, **shared}
+    limits = {"train_limit": train_limit, "test_limit": test_limit}
 
     results, baselines_done = [], set()
     for i, method in enumerate(names, 1):
@@ -120,13 +125,14 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
                 raise UserError(f"pretraining {method} failed (exit {done.returncode}); see the messages above, "
                                 f"fix them and rerun the same compare command to continue")  # fmt: skip
         arch = _arch(run)
-        rows = _scored(run, protocols, fractions)
+        rows = _scored(run, protocols, fractions, limits)
         if rows is None:
             want_baselines = arch not in baselines_done
             log(f"[{i}/{len(names)}] {method}: scoring with {','.join(protocols)} ...")
-            overrides = {k: v for k, v in (("train_limit", train_limit), ("test_limit", test_limit)) if v is not None}
+            overrides = {k: v for k, v in limits.items() if v is not None}
             rows = evaluate(run, protocol=protocols, labels=fractions, baselines=want_baselines,
                                log=lambda s: None, **overrides)  # fmt: skip
+            (run / SCORED_WITH).write_text(json.dumps(limits))
         if any(r["encoder"] in ("random_init", "supervised") for r in rows):
             baselines_done.add(arch)
         cost = json.loads((run / "cost.json").read_text())
@@ -136,7 +142,8 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
 
     summary = leaderboard(results, protocols, fractions)
     report = {"data": data, "budget": budget, "shared": {k: v for k, v in shared.items() if v is not None},
-              "protocols": protocols, "labels": fractions, "leaderboard": summary, "runs": results}  # fmt: skip
+              "sets": list(sets or []), "evaluation": limits, "protocols": protocols, "labels": fractions,
+              "leaderboard": summary, "runs": results}  # fmt: skip
     (out / "compare.json").write_text(json.dumps(report, indent=1))
     from selfsup.report.compare import write_compare_report
 

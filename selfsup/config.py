@@ -112,7 +112,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA) | fp32 | bf16
-    channels_last: bool | None = None  # None: on for convnets (ResNets), on CPU and CUDA
+    channels_last: bool | None = None  # None: on for ResNets (on CPU only if >= 8 channels wide; encoders.use_channels_last)
     compile: bool = False
     sync_bn: bool = False
     checkpoint_every: str = "2m"  # a duration or a step count

@@ -63,9 +63,19 @@ def test_compare_ranks_methods_and_resumes(tmp_path, capsys):
     # a second call trains and scores nothing again, and gives the same leaderboard
     stamp = (out / "simclr" / "checkpoints" / "latest").stat().st_mtime_ns
     assert main(args) == 0
-    assert "not trained again" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "not trained again" in printed and "scoring with" not in printed
     assert (out / "simclr" / "checkpoints" / "latest").stat().st_mtime_ns == stamp
     assert json.loads((out / "compare.json").read_text())["leaderboard"] == report["leaderboard"]
+    assert report["evaluation"] == {"train_limit": None, "test_limit": None}
+
+    # other evaluation limits: the runs are not trained again, but scored again with the new limits
+    assert main(args + ["--test-limit", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "not trained again" in printed and "scoring with" in printed
+    limited = json.loads((out / "compare.json").read_text())
+    assert limited["evaluation"] == {"train_limit": None, "test_limit": 100}
+    assert (out / "simclr" / "checkpoints" / "latest").stat().st_mtime_ns == stamp
 
 
 def test_compare_rejects_bad_input(capsys):

@@ -54,6 +54,16 @@ def test_duration_budget_works_for_every_method(method, tmp_path):
     assert torch.load(latest_checkpoint(run.path) / "trainer.pt", weights_only=True)["step"] == steps
 
 
+def test_channels_last_only_where_it_is_safe():
+    """channels_last for convnets, but not on CPU for 4-channel stages (heap corruption, encoders.use_channels_last)."""
+    from selfsup.encoders import build_encoder, use_channels_last
+
+    narrow = build_encoder("resnet18", in_channels=1, image_size=8, width=4)
+    assert use_channels_last(build_encoder("resnet18", in_channels=1, image_size=28, width=8), "cpu")
+    assert not use_channels_last(narrow, "cpu") and use_channels_last(narrow, "cuda")
+    assert not use_channels_last(torch.nn.Linear(2, 2), "cuda")
+
+
 def test_same_seed_same_weights(tmp_path):
     a = selfsup.pretrain(out=tmp_path / "a", budget="3steps", **TINY, log=lambda s: None)
     b = selfsup.pretrain(out=tmp_path / "b", budget="3steps", **TINY, log=lambda s: None)

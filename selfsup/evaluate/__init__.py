@@ -11,7 +11,7 @@ import torch
 from selfsup.config import EvalConfig, RunConfig, load_yaml, parse_labels, set_field
 from selfsup.data import load_dataset
 from selfsup.distributed import local_device
-from selfsup.encoders import Encoder, build_encoder, encoder_kwargs
+from selfsup.encoders import Encoder, build_encoder, encoder_kwargs, use_channels_last
 from selfsup.errors import UserError
 from selfsup.evaluate.finetune import classifier_accuracy, finetune_accuracy, param_groups
 from selfsup.evaluate.protocols import balanced_subset, knn_accuracy, linear_accuracy
@@ -54,7 +54,7 @@ def extract_features(encoder: Encoder, x: np.ndarray, batch_size: int = 512, dev
     """uint8 images [N, C, H, W] -> pooled features [N, D] (float32, CPU)."""
     dev = local_device(device)
     encoder = encoder.to(dev).eval()
-    channels_last = any(isinstance(m, torch.nn.Conv2d) for m in encoder.modules())
+    channels_last = use_channels_last(encoder, dev)
     if channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
     out = []

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.distributed import local_device
-from selfsup.encoders import Encoder
+from selfsup.encoders import Encoder, use_channels_last
 from selfsup.registry import EVALUATIONS
 from selfsup.train.optim import warmup_cosine
 from selfsup.views.image import random_resized_crop
@@ -122,7 +122,7 @@ def finetune(encoder: Encoder, train_x, train_y, num_classes: int, *, epochs: in
         torch.manual_seed(seed)  # dropout / drop-path, if the encoder has them
         g_cpu = torch.Generator().manual_seed(seed)
         model = Classifier(copy.deepcopy(encoder), num_classes, g_cpu).to(dev).train()
-        convnet = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        convnet = use_channels_last(model, dev)
         if convnet:
             model = model.to(memory_format=torch.channels_last)
         groups = param_groups(model, weight_decay, layer_decay)
@@ -155,7 +155,7 @@ def finetune(encoder: Encoder, train_x, train_y, num_classes: int, *, epochs: in
 def classifier_accuracy(model: nn.Module, test_x, test_y, batch_size: int = 512) -> float:
     """Top-1 accuracy of ``model`` (uint8 images -> logits) on the test split."""
     dev = next(model.parameters()).device
-    convnet = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    convnet = use_channels_last(model, dev)
     x, y = _as_tensor(test_x), _as_tensor(test_y).long()
     model.eval()
     correct = 0

@@ -26,6 +26,7 @@ from selfsup import distributed as D
 from selfsup.config import RunConfig, parse_budget, save_yaml
 from selfsup.data import load_dataset
 from selfsup.errors import TrainingDiverged, UserError
+from selfsup.encoders import use_channels_last
 from selfsup.methods import build_method
 from selfsup.train.checkpoint import latest_checkpoint, load_trainer_state, load_weights, save_checkpoint
 from selfsup.train.log import RunLogger, fmt_duration
@@ -78,7 +79,8 @@ class Trainer:
         t.optimizer = t.optimizer or defaults["optimizer"]
         t.lr = t.lr if t.lr is not None else defaults["lr"] * t.batch_size / 256
         t.weight_decay = t.weight_decay if t.weight_decay is not None else defaults["weight_decay"]
-        self.channels_last = t.channels_last if t.channels_last is not None else cfg.encoder.name.startswith("resnet")
+        self.channels_last = t.channels_last if t.channels_last is not None else (
+            cfg.encoder.name.startswith("resnet") and use_channels_last(self.method.encoder, self.device))
         self.method.to(self.device)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)

@@ -122,8 +122,8 @@ def finetune(encoder: Encoder, train_x, train_y, num_classes: int, *, epochs: in
         torch.manual_seed(seed)  # dropout / drop-path, if the encoder has them
         g_cpu = torch.Generator().manual_seed(seed)
         model = Classifier(copy.deepcopy(encoder), num_classes, g_cpu).to(dev).train()
-        convnet = use_channels_last(model, dev)
-        if convnet:
+        channels_last = use_channels_last(model, dev)
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
         groups = param_groups(model, weight_decay, layer_decay)
         fused = dev.type == "cuda" or None
@@ -138,7 +138,7 @@ def finetune(encoder: Encoder, train_x, train_y, num_classes: int, *, epochs: in
             with torch.no_grad():
                 xb = x_all[idx].float().div_(255)
                 xb = random_resized_crop(xb, size, scale=CROP_SCALE, flip_p=0.5, generator=g_dev)
-                if convnet:
+                if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
             scale = warmup_cosine(step, steps, warmup)
             for group in opt.param_groups:
@@ -155,13 +155,13 @@ def finetune(encoder: Encoder, train_x, train_y, num_classes: int, *, epochs: in
 def classifier_accuracy(model: nn.Module, test_x, test_y, batch_size: int = 512) -> float:
     """Top-1 accuracy of ``model`` (uint8 images -> logits) on the test split."""
     dev = next(model.parameters()).device
-    convnet = use_channels_last(model, dev)
+    channels_last = use_channels_last(model, dev)
     x, y = _as_tensor(test_x), _as_tensor(test_y).long()
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(dev)
-        if convnet:
+        if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             pred = model(xb).argmax(1).cpu()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from selfsup.compare import compare
 from selfsup.config import RunConfig, load_yaml, set_field
-from selfsup.errors import UserError
-from selfsup.evaluate import evaluate, load_encoder
+from selfsup.evaluate import evaluate
+from selfsup.runs import load_config, load_encoder
 from selfsup.train import Run
 from selfsup.train import pretrain as _pretrain
 
@@ -32,6 +32,8 @@ def build_config(config: str | Path | None = None, **fields) -> RunConfig:
             cfg.out = str(value)
         elif key == "params":
             cfg.method.params.update(value)
+        elif key == "encoder_params":
+            cfg.encoder.params.update(value)
         else:
             set_field(cfg, ALIASES.get(key, key.replace("__", ".")), value)
     return cfg.validate()
@@ -43,9 +45,7 @@ def pretrain(config: str | Path | None = None, resume: str | Path | None = None,
     ``resume=RUN`` continues the run saved in that folder with its own config.
     """
     if resume is not None:
-        if not (Path(resume) / "config.yaml").is_file():
-            raise UserError(f"{resume} is not a run folder (no config.yaml); pass the --out folder of a run")
-        cfg = load_yaml(Path(resume) / "config.yaml")
+        cfg = load_config(resume)
         cfg.out = str(resume)
         return _pretrain(cfg, resume=True, log=log)
     cfg = build_config(config, **fields)

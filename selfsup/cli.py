@@ -18,14 +18,15 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="fashion-mnist | digits | a folder of images (default fashion-mnist)")
     p.add_argument("--method", help="a pretext task from `selfsup list methods` (default simclr)")
     p.add_argument("--encoder", help="resnet18 | resnet50 | vit_tiny | vit_small (default: the method's; resnet18)")
-    p.add_argument("--width", type=int, help="ResNet first-stage channels (default 64; 16 for quick CPU runs)")
+    p.add_argument("--width", type=int, help="ResNet first-stage channels (default: 64 on a GPU, 16 on a CPU)")
     p.add_argument("--patch-size", type=int, help="ViT patch side (default 16 above 64 px, else 4)")
     p.add_argument("--budget", help="90s, 10m, 2h, 500steps or 3epochs (default 3m)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate (default: the paper's, scaled by batch/256)")
     p.add_argument("--optimizer", help="sgd | lars | adamw (default: the paper's)")
     p.add_argument("--accumulate", type=int, help="gradient accumulation steps")
-    p.add_argument("--image-size", type=int, help="resize images to this side when caching")
+    p.add_argument("--image-size", type=int,
+                   help="resize images to this side when caching (default: their own size, up to 64 px for folders)")
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--strict", action="store_true", default=None, help="folders: a corrupt file is an error")
     p.add_argument("--seed", type=int)
@@ -50,8 +51,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-limit", type=int, help="score on the first N test images only")
     p.add_argument("--plot", action="store_true",
                    help="also write RUN/label_efficiency.png, RUN/embedding.png and RUN/report.html")  # fmt: skip
+    p.add_argument("--task", help="what is predicted: classify (default)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="eval fields, e.g. knn_k=20, finetune_epochs=3, finetune_layer_decay=0.75")  # fmt: skip
+                   help="eval fields, e.g. knn_k=20, val_fraction=0.2, finetune_epochs=3, finetune_layer_decay=0.75")
 
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
@@ -81,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _pretrain_args(sub.add_parser("pretrain", help="pretrain an encoder with a pretext task"))
     _eval_args(sub.add_parser("eval", help="evaluate a run: kNN, linear probe, fine-tuning at label fractions"))
     _compare_args(sub.add_parser("compare", help="pretrain several methods on the same data and budget, rank them"))
-    lst = sub.add_parser("list", help="what exists: methods, encoders, datasets, evaluations")
-    kinds = ["all", "methods", "encoders", "datasets", "evaluations"]
+    lst = sub.add_parser("list", help="what exists: methods, encoders, datasets, tasks, protocols")
+    kinds = ["all", "methods", "encoders", "datasets", "tasks", "protocols"]
     lst.add_argument("what", nargs="?", default="all", choices=kinds)
     data = sub.add_parser("data", help="datasets")
     data_sub = data.add_subparsers(dest="data_command", parser_class=_Parser)
@@ -127,7 +129,7 @@ def _cmd_eval(a) -> None:
 
     limits = {k: v for k, v in (("train_limit", a.train_limit), ("test_limit", a.test_limit)) if v is not None}
     api.evaluate(a.run, protocol=a.protocol, labels=a.labels, baselines=False if a.no_baselines else None,
-                 plot=True if a.plot else None, **limits, **_kv(a.set))  # fmt: skip
+                 plot=True if a.plot else None, task=a.task, **limits, **_kv(a.set))  # fmt: skip
 
 
 def _cmd_compare(a) -> None:
@@ -143,7 +145,7 @@ def _cmd_list(a) -> None:
     import selfsup.data  # noqa: F401  (registers)
     import selfsup.evaluate  # noqa: F401
     import selfsup.methods  # noqa: F401
-    from selfsup.registry import DATASETS, ENCODERS, EVALUATIONS, METHODS
+    from selfsup.registry import DATASETS, ENCODERS, METHODS, PROTOCOLS, TASKS
 
     if a.what in ("all", "methods"):
         by_modality: dict[str, list[str]] = {}
@@ -152,7 +154,7 @@ def _cmd_list(a) -> None:
         print("methods:")
         for modality, names in sorted(by_modality.items()):
             print(f"  {modality}: {', '.join(names)}")
-    for title, reg in (("encoders", ENCODERS), ("datasets", DATASETS), ("evaluations", EVALUATIONS)):
+    for title, reg in (("encoders", ENCODERS), ("datasets", DATASETS), ("tasks", TASKS), ("protocols", PROTOCOLS)):
         if a.what in ("all", title):
             print(f"{title}: {', '.join(reg.names())}")
 

@@ -6,6 +6,7 @@ get wrong is validated here with a message that names the field and the fix.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import types
@@ -78,7 +79,7 @@ def parse_labels(text: str | float | list) -> list[float]:
 @dataclass
 class DataConfig:
     name: str = "fashion-mnist"  # a registered dataset name or a folder of images
-    image_size: int | None = None  # None: the dataset's native size (folders: 64)
+    image_size: int | None = None  # None: the dataset's native size (folders: their own size up to 64 px)
     limit: int | None = None  # use only the first N training samples
     strict: bool = False  # folders: a corrupt file is an error instead of skipped
 
@@ -86,12 +87,7 @@ class DataConfig:
 @dataclass
 class EncoderConfig:
     name: str | None = None  # None: the method's default (resnet18; vit_tiny for mae)
-    small_stem: bool | None = None  # ResNet: None = 3x3 stem without max-pool for inputs <= 64 px
-    width: int = 64  # ResNet: channels of the first stage (64: the paper's network; 16 suits a few CPU cores)
-    patch_size: int | None = None  # ViT: None = 16 above 64 px, else 4 (28 px -> 7x7 patches)
-    dim: int | None = None  # ViT: embedding size (None: 192 for vit_tiny, 384 for vit_small)
-    depth: int | None = None  # ViT: transformer blocks (None: 12)
-    heads: int | None = None  # ViT: attention heads (None: 3 for vit_tiny, 6 for vit_small; dim // 64 if dim is set)
+    params: dict[str, Any] = field(default_factory=dict)  # validated by the builder's Params (width, patch_size, ...)
 
 
 @dataclass
@@ -112,24 +108,26 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA) | fp32 | bf16
-    channels_last: bool | None = None  # None: on for ResNets (on CPU only if >= 8 channels wide; encoders.use_channels_last)
+    channels_last: bool | None = None  # None: selfsup.precision.channels_last_for (convnets; on CPU >= 8 channels)
     compile: bool = False
-    sync_bn: bool = False
+    sync_bn: bool | None = None  # None: the method's choice under DDP (SimCLR: on, the paper's global BN)
     checkpoint_every: str = "2m"  # a duration or a step count
     keep_checkpoints: int = 2
     log_every: int = 10
-    steps: int | None = None  # resolved total optimizer steps (set by the trainer)
+    steps: int | None = None  # total optimizer steps: from a step/epoch budget, or timed from a duration
 
 
 @dataclass
 class EvalConfig:
+    task: str = "classify"  # what is predicted: classify (accuracy)
     protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])  # knn | linear | finetune
     labels: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     baselines: bool = True  # add random-init and raw-pixel rows (finetune: supervised from scratch)
     knn_k: int = 200
     knn_temperature: float = 0.07
     batch_size: int = 512
-    train_limit: int | None = None  # cap on the labelled pool (None: all of it)
+    val_fraction: float = 0.1  # seeded, class-stratified validation split carved from labelled train
+    train_limit: int | None = None  # cap on the labelled training split, before validation is carved (None: all)
     test_limit: int | None = None  # cap on the test split (None: all of it; for quick checks)
     seed: int = 0
     # finetune: encoder + linear head, AdamW, warm-up + cosine (MAE's recipe, scaled to small images)
@@ -162,6 +160,8 @@ class EvalConfig:
             raise UserError(f"eval.finetune_layer_decay={self.finetune_layer_decay} must be in (0, 1]; 1 is off")
         if not self.protocols:
             raise UserError("eval.protocols is empty; use e.g. --protocol knn,linear,finetune")
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"eval.val_fraction={self.val_fraction} must be a fraction in (0, 1)")
         return self
 
 
@@ -189,12 +189,17 @@ class RunConfig:
             raise UserError(f"train.precision={t.precision!r}; choose auto, fp32 or bf16")
         if t.optimizer not in (None, "sgd", "lars", "adamw"):
             raise UserError(f"train.optimizer={t.optimizer!r}; choose sgd, lars or adamw")
-        if self.encoder.width < 4:
-            raise UserError(f"encoder.width={self.encoder.width} must be at least 4")
-        for key in ("patch_size", "dim", "depth", "heads"):
-            value = getattr(self.encoder, key)
-            if value is not None and value < 1:
-                raise UserError(f"encoder.{key}={value} must be a positive integer")
+        if t.lr is not None and not t.lr > 0:
+            raise UserError(f"train.lr={t.lr} must be positive (--lr); leave it out for the method's default")
+        if t.weight_decay is not None and t.weight_decay < 0:
+            raise UserError(f"train.weight_decay={t.weight_decay} must be 0 or more")
+        if t.steps is not None and t.steps < 1:
+            raise UserError(f"train.steps={t.steps} must be at least 1")
+        if t.log_every < 1 or t.keep_checkpoints < 1:
+            bad = "log_every" if t.log_every < 1 else "keep_checkpoints"
+            raise UserError(f"train.{bad}={getattr(t, bad)} must be at least 1")
+        if self.data.limit is not None and self.data.limit < 1:
+            raise UserError(f"data.limit={self.data.limit} must be at least 1")
         if self.data.image_size is not None and self.data.image_size < 8:
             raise UserError(f"data.image_size={self.data.image_size} must be at least 8")
         return self
@@ -259,13 +264,14 @@ def load_yaml(path: str | Path) -> RunConfig:
     if not p.is_file():
         raise UserError(f"config file {p} does not exist; pass a YAML file written by selfsup or --help")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         at = f" (line {line + 1})" if line is not None else ""
         raise UserError(f"config file {p} is not valid YAML{at}; fix its syntax") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {p} must hold a mapping of sections (data, method, train, ...)")
+    if not isinstance(data, dict) or not data:
+        what = "is empty" if not data else "does not hold a mapping of sections (data, method, train, ...)"
+        raise UserError(f"config file {p} {what}; pass a config.yaml written by selfsup (or restore it)")
     return from_dict(RunConfig, data).validate()
 
 
@@ -282,8 +288,8 @@ def set_field(cfg: RunConfig, dotted: str, value: Any) -> None:
             raise UserError(f"--set {dotted}: unknown section {p!r}")
         obj = getattr(obj, p)
     leaf = parts[-1]
-    if isinstance(obj, MethodConfig) and leaf not in ("name", "params"):
-        obj.params[leaf] = value
+    if isinstance(obj, (MethodConfig, EncoderConfig)) and leaf not in ("name", "params"):
+        obj.params[leaf] = value  # checked by the method's or the encoder's Params when the config is resolved
         return
     hints = typing.get_type_hints(type(obj))
     if leaf not in hints:
@@ -291,3 +297,61 @@ def set_field(cfg: RunConfig, dotted: str, value: Any) -> None:
     if isinstance(value, str) and value.lower() in ("none", "null"):
         value = None
     setattr(obj, leaf, _coerce(value, hints[leaf], dotted))
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int = 1,
+            notes: list[str] | None = None) -> RunConfig:  # fmt: skip
+    """The fully resolved copy of ``cfg`` for ``dataset`` on this device: every field the run depends on
+    filled in, from the data (image size, the method's data-dependent parameters), the method's defaults
+    (encoder, optimizer, lr scaled by the batch, weight decay, sync BN under DDP), the device (the
+    encoder's size) and the budget (steps, for step and epoch budgets). Pure: ``cfg`` is not changed and
+    nothing is printed; lines worth telling the user are appended to ``notes``. Resolving a resolved
+    config gives it back unchanged. A duration budget leaves ``train.steps`` open: the trainer times
+    real steps to fill it in before step 1.
+    """
+    from selfsup.encoders import resolve_encoder_params
+    from selfsup.methods import resolve_method_params
+    from selfsup.registry import METHODS
+
+    notes = [] if notes is None else notes
+    out = copy.deepcopy(cfg).validate()
+    spec, n = dataset.spec, len(dataset)
+    cls = METHODS.get(out.method.name)
+    if cls.modality != spec.kind:
+        raise UserError(f"method {out.method.name} is for {cls.modality} data and {out.data.name!r} holds "
+                        f"{spec.kind} data; choose a {spec.kind} method (selfsup list methods)")  # fmt: skip
+    if hasattr(spec, "size"):
+        out.data.image_size = spec.size
+    out.encoder.name = out.encoder.name or getattr(cls, "default_encoder", "resnet18")
+    out.encoder.params, note = resolve_encoder_params(out.encoder.name, spec, out.encoder.params, device_type)
+    if note:
+        notes.append(note)
+    out.method.params = resolve_method_params(out.method.name, out.method.params, n)
+
+    t = out.train
+    unit = world_size * t.accumulate
+    if n < unit:
+        raise UserError(f"{out.data.name!r} has {n} training samples, fewer than {world_size} process(es) x "
+                        f"{t.accumulate} accumulation step(s); use more data or fewer processes")  # fmt: skip
+    if t.batch_size > n:
+        t.batch_size = max(unit, n // unit * unit)
+        notes.append(f"note: only {n} training samples; train.batch_size lowered to {t.batch_size}")
+    if t.batch_size % unit:
+        raise UserError(f"train.batch_size={t.batch_size} must divide evenly over {world_size} process(es) "
+                        f"x {t.accumulate} accumulation step(s)")  # fmt: skip
+    defaults = cls.defaults
+    t.optimizer = t.optimizer or defaults["optimizer"]
+    t.lr = t.lr if t.lr is not None else defaults["lr"] * t.batch_size / 256
+    t.weight_decay = t.weight_decay if t.weight_decay is not None else defaults["weight_decay"]
+    if t.sync_bn is None:
+        t.sync_bn = bool(getattr(cls, "sync_bn", False)) and world_size > 1
+    if t.steps is None:
+        b = parse_budget(t.budget)
+        if b.kind == "steps":
+            t.steps = int(b.value)
+        elif b.kind == "epochs":
+            t.steps = max(1, int(b.value) * (n // t.batch_size))
+    return out.validate()

@@ -1,4 +1,4 @@
-"""One registry mechanism for methods, encoders, datasets and evaluations.
+"""One registry mechanism for methods, encoders, datasets, evaluation tasks and protocols.
 
 ``selfsup list`` and the parametrized tests are generated from these dicts.
 """
@@ -46,4 +46,5 @@ class Registry(Generic[T]):
 METHODS: Registry = Registry("method")
 ENCODERS: Registry = Registry("encoder")
 DATASETS: Registry = Registry("dataset")
-EVALUATIONS: Registry = Registry("evaluation protocol")
+TASKS: Registry = Registry("evaluation task")
+PROTOCOLS: Registry = Registry("evaluation protocol")

@@ -11,7 +11,19 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+def _locate_fmnist() -> Path | None:
+    """Where selfsup itself finds Fashion-MNIST (SELFSUP_FASHION_MNIST_DIR, Debian's package, the user's cache),
+    looked up before the tests point SELFSUP_CACHE at a temporary folder."""
+    from selfsup.data.named import _find_fmnist_raw
+
+    return _find_fmnist_raw()
+
+
+FMNIST_DIR = _locate_fmnist()
+if FMNIST_DIR is not None:
+    os.environ["SELFSUP_FASHION_MNIST_DIR"] = str(FMNIST_DIR)
+_USER_CACHE = os.environ.get("SELFSUP_CACHE")
 
 
 @pytest.fixture(scope="session")
@@ -27,16 +39,34 @@ def _isolated_cache(cache_root, monkeypatch):
     monkeypatch.setenv("SELFSUP_CACHE", str(cache_root))
 
 
-def have_fmnist() -> bool:
-    return FMNIST_DEBIAN.is_dir() or bool(os.environ.get("SELFSUP_FASHION_MNIST_DIR"))
+def require_fmnist() -> Path:
+    """Fashion-MNIST's raw files, found the way selfsup finds them, or fetched the way `selfsup data get
+    fashion-mnist` fetches them (into the user's cache). Missing data fails the test: it never skips."""
+    global FMNIST_DIR
+    if FMNIST_DIR is None:
+        from selfsup.data import named
+        from selfsup.errors import UserError
 
-
-def require_fmnist():
-    """CI installs Debian's dataset-fashion-mnist; elsewhere the test says how to get it."""
-    if not have_fmnist():
-        if os.environ.get("CI"):
-            raise AssertionError("Fashion-MNIST missing in CI: .ci/run must apt-get install dataset-fashion-mnist")
-        pytest.skip("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
+        before = os.environ.get("SELFSUP_CACHE")
+        try:
+            if _USER_CACHE is None:
+                os.environ.pop("SELFSUP_CACHE", None)
+            else:
+                os.environ["SELFSUP_CACHE"] = _USER_CACHE
+            FMNIST_DIR = named._find_fmnist_raw() or named._apt_download_fmnist(print) or \
+                named._torchvision_download_fmnist(print)  # fmt: skip
+        except UserError as e:
+            pytest.fail(f"Fashion-MNIST could not be found or fetched ({e}); run `selfsup data get fashion-mnist`")
+        finally:
+            if before is None:
+                os.environ.pop("SELFSUP_CACHE", None)
+            else:
+                os.environ["SELFSUP_CACHE"] = before
+        if FMNIST_DIR is None:
+            pytest.fail("Fashion-MNIST is not on this machine and could not be fetched; "
+                        "run `selfsup data get fashion-mnist` or apt-get install dataset-fashion-mnist")  # fmt: skip
+        os.environ["SELFSUP_FASHION_MNIST_DIR"] = str(FMNIST_DIR)
+    return FMNIST_DIR
 
 
 def run_env() -> dict:
@@ -48,3 +78,33 @@ def run_env() -> dict:
 def torchrun() -> list[str]:
     exe = shutil.which("torchrun")
     return [exe] if exe else ["python", "-m", "torch.distributed.run"]
+
+
+def image_spec(channels: int = 1, size: int = 16, mean: float = 0.5, std: float = 0.25):
+    from selfsup.data.spec import ImageSpec
+
+    return ImageSpec(channels, size, (mean,) * channels, (std,) * channels)
+
+
+def make_method(name: str, channels: int = 1, image_size: int = 16, num_samples: int | None = None,
+                encoder: str | None = None, encoder_params: dict | None = None, seed: int = 0, **params):
+    """A method built as the trainer builds it, from a config resolved for a dataset of this spec."""
+    import numpy as np
+
+    from selfsup.config import RunConfig, resolve
+    from selfsup.data import Dataset, Split
+    from selfsup.methods import build_method
+    from selfsup.registry import METHODS
+
+    spec = image_spec(channels, image_size)
+    cfg = RunConfig()
+    cfg.method.name, cfg.method.params = name, dict(params)
+    cfg.encoder.name = encoder or getattr(METHODS.get(name), "default_encoder", "resnet18")
+    default = {"width": 8} if cfg.encoder.name.startswith("resnet") else {}
+    cfg.encoder.params = dict(default if encoder_params is None else encoder_params)
+    cfg.train.batch_size = 16
+    n = num_samples or 1000
+    ds = Dataset("fake", spec, Split(np.broadcast_to(np.zeros((1, channels, image_size, image_size), np.uint8),
+                                                    (n, channels, image_size, image_size))))
+    torch.manual_seed(seed)
+    return build_method(resolve(cfg, ds), spec)

@@ -9,18 +9,13 @@ import sys
 
 import torch
 import torch.distributed as dist
+from conftest import make_method  # tests/ is this script's folder, first on sys.path
 from torch.nn.parallel import DistributedDataParallel as DDP
-
-from selfsup.config import RunConfig
-from selfsup.methods import build_method
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 torch.set_num_threads(1)
-cfg = RunConfig()
-cfg.method.name, cfg.encoder.width = "moco", 8
-torch.manual_seed(0)  # the same initial weights and queue on both ranks, as DDP requires
-method = build_method(cfg, channels=1, image_size=16, num_samples=100)
+method = make_method("moco", image_size=16, num_samples=200)  # seed 0 on both ranks: the same weights and queue
 model = DDP(method)
 opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
 
@@ -28,8 +23,8 @@ keys = []
 keys_fn = method.keys
 
 
-def recording_keys(x, seed):
-    k, k_all = keys_fn(x, seed)
+def recording_keys(x, seed, perm=None):
+    k, k_all = keys_fn(x, seed, perm)
     keys.append(k.clone())
     return k, k_all
 

@@ -9,20 +9,17 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import selfsup
-from selfsup.config import RunConfig
-from selfsup.methods import build_method
 from selfsup.methods._momentum import cosine_momentum
-from selfsup.methods.byol import BYOL, byol_loss, default_base_momentum, solarize
-from selfsup.train.checkpoint import latest_checkpoint
+from selfsup.methods.byol import BYOL, byol_loss, default_base_momentum
+from selfsup.runs import latest_checkpoint
 from selfsup.train.optim import build_optimizer
+from selfsup.views import solarize
+
+from .conftest import make_method
 
 
 def make(channels=1, **params) -> BYOL:
-    cfg = RunConfig()
-    cfg.method.name, cfg.encoder.width = "byol", 8
-    cfg.method.params.update(params)
-    torch.manual_seed(0)
-    return build_method(cfg, channels=channels, image_size=16)
+    return make_method("byol", channels=channels, image_size=16, **params)
 
 
 def images(seed: int, channels: int = 1) -> torch.Tensor:

@@ -87,3 +87,20 @@ def test_list_and_help():
     assert {"rotation", "simclr", "jigsaw", "inpainting", "moco", "mae", "byol", "dino"} <= set(image)
     assert r.returncode == 0 and f"image: {', '.join(image)}" in r.stdout
     assert selfsup_cli("--help").returncode == 0
+
+
+def test_bad_values_found_by_a_new_user_are_one_line(tmp_path):
+    """From a 31-case bad-input run: these used to end in 17-24 line tracebacks."""
+    base = ["pretrain", "--data", "digits", "--budget", "1steps", "--device", "cpu"]
+    assert_one_line_error(selfsup_cli(*base, "--lr", "-1", "--out", str(tmp_path / "a")), "train.lr", "--lr")
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(selfsup_cli(*base, "--out", str(tmp_path / "file")), str(tmp_path / "file"), "--out")
+    run = tmp_path / "empty-config"
+    run.mkdir()
+    (run / "config.yaml").write_text("")
+    assert_one_line_error(selfsup_cli("eval", str(run)), "config.yaml", "empty")
+    assert_one_line_error(selfsup_cli(*base, "--width", "2", "--out", str(tmp_path / "b")), "encoder.width=2")
+    assert_one_line_error(selfsup_cli(*base, "--set", "encoder.dim=96", "--out", str(tmp_path / "c")),
+                          "encoder.params (resnet18)", "'dim'", "width")
+    assert_one_line_error(selfsup_cli(*base, "--set", "method.temperature=hot", "--out", str(tmp_path / "d")),
+                          "temperature", "float")

@@ -9,7 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import selfsup
 from selfsup.cli import main
-from selfsup.methods import build_method
+
+from .conftest import make_method
 
 TINY = dict(data="digits", width=4, batch_size=32, device="cpu", seed=1)
 
@@ -26,9 +27,7 @@ def test_cost_json_counts_training_flops(tmp_path):
     # convolutions and matmuls scale linearly with the batch
     assert costs[32]["flops_per_step"] == pytest.approx(2 * costs[16]["flops_per_step"], rel=0.02)
     # and the count is forward + backward of the method on the step's views: about 3x one forward
-    cfg = selfsup.build_config(method="rotation", width=4)
-    torch.manual_seed(0)
-    method = build_method(cfg, channels=1, image_size=8)
+    method = make_method("rotation", image_size=8, encoder_params={"width": 4})
     views = method.views(torch.zeros(16, 1, 8, 8, dtype=torch.uint8), torch.Generator().manual_seed(0))
     with FlopCounterMode(display=False) as fwd:
         method(views)
@@ -48,9 +47,15 @@ def test_compare_ranks_methods_and_resumes(tmp_path, capsys):
         assert all(0 < a <= 1 for a in e["accuracy"].values())
         assert e["flops"] > 0 and e["peak_memory_bytes"] > 0 and e["samples_per_s"] > 0 and e["steps"] == 4
     names = [e["name"] for e in report["leaderboard"]]
-    assert "raw pixels" in names and any(n.startswith("random init") for n in names)
-    means = [e["mean_accuracy"] for e in report["leaderboard"]]
-    assert means == sorted(means, reverse=True)
+    assert "raw input" in names and any(n.startswith("random init") for n in names)
+    means = [e["val_mean"] for e in report["leaderboard"]]  # ranked on validation, never on test
+    assert means == sorted(means, reverse=True) and report["ranked_on"] == "validation"
+    for e in report["leaderboard"]:
+        rows = next(r["rows"] for r in report["runs"] if r["method"] == e["name"]) if e["kind"] == "method" else []
+        for r in rows:
+            if r["encoder"] == "pretrained":
+                cells = e["val_accuracy"] if r["split"] == "val" else e["accuracy"]
+                assert cells[f"{r['protocol']}@{r['labels']:g}"] == r["value"]
     for r in report["runs"]:  # same data, budget and seed for every run
         cfg = selfsup.build_config(config=f"{r['run']}/config.yaml")
         assert (cfg.data.name, cfg.train.budget, cfg.train.seed, cfg.train.batch_size) == ("digits", "4steps", 2, 32)
@@ -76,6 +81,35 @@ def test_compare_ranks_methods_and_resumes(tmp_path, capsys):
     limited = json.loads((out / "compare.json").read_text())
     assert limited["evaluation"] == {"train_limit": None, "test_limit": 100}
     assert (out / "simclr" / "checkpoints" / "latest").stat().st_mtime_ns == stamp
+
+
+def test_compare_restarts_a_run_killed_before_its_first_checkpoint(tmp_path, capsys):
+    """A run folder with a config but no checkpoint cannot be resumed: compare starts it afresh."""
+    out = tmp_path / "cmp"
+    dead = out / "rotation"
+    dead.mkdir(parents=True)
+    (dead / "config.yaml").write_text("data:\n  name: digits\n")
+    (dead / "metrics.jsonl").write_text('{"step": 1, "loss": 9.9}\n')
+    args = ("compare --data digits --methods rotation --budget 3steps --width 4 --batch-size 32 --device cpu "
+            "--labels 100%").split() + ["--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    steps = [json.loads(line)["step"] for line in (dead / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 3] and "9.9" not in (dead / "metrics.jsonl").read_text()
+    assert json.loads((dead / "cost.json").read_text())["steps"] == 3
+
+
+def test_compare_gives_each_encoder_only_its_own_fields(tmp_path, capsys):
+    """--width reaches the ResNet runs, --set encoder.dim the ViT runs; each run says what it left out."""
+    out = tmp_path / "cmp"
+    args = ("compare --data digits --methods rotation,mae --budget 2steps --width 4 --batch-size 32 --device cpu "
+            "--labels 100% --set encoder.dim=16 --set encoder.depth=1 --set encoder.patch_size=4").split()
+    assert main(args + ["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "rotation (resnet18): encoder.dim, encoder.depth, encoder.patch_size left out" in printed
+    assert "mae (vit_tiny): encoder.width left out" in printed
+    rot = json.loads((out / "rotation" / "encoder.json").read_text())["params"]
+    mae = json.loads((out / "mae" / "encoder.json").read_text())["params"]
+    assert rot["width"] == 4 and (mae["dim"], mae["depth"], mae["patch_size"]) == (16, 1, 4)
 
 
 def test_compare_rejects_bad_input(capsys):

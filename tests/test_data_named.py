@@ -10,7 +10,7 @@ import selfsup.data.named as named
 from selfsup.data import fetch, load_dataset
 from selfsup.errors import UserError
 
-from .conftest import FMNIST_DEBIAN, require_fmnist
+from .conftest import require_fmnist
 
 
 def test_fashion_mnist_decodes_and_caches(cache_root):
@@ -27,10 +27,10 @@ def test_fashion_mnist_decodes_and_caches(cache_root):
 
 
 def test_bad_checksum_and_missing_files(tmp_path, monkeypatch):
-    require_fmnist()
+    source = require_fmnist()
     bad = tmp_path / "fm"
     bad.mkdir()
-    for f in FMNIST_DEBIAN.glob("*.gz"):
+    for f in source.glob("*.gz"):
         shutil.copy(f, bad / f.name)
     with gzip.open(bad / "t10k-labels-idx1-ubyte.gz", "wb") as f:
         f.write(b"\x00" * 100)
@@ -58,3 +58,14 @@ def test_digits():
     assert ds.train_x.shape[1:] == (1, 8, 8) and len(ds) + len(ds.test_x) == 1797
     assert ds.train_x.max() == 255
     assert set(np.unique(ds.test_y)) == set(range(10))
+
+
+def test_dataset_carries_a_spec():
+    ds = load_dataset("digits")
+    spec = ds.spec
+    assert (spec.kind, spec.channels, spec.size) == ("image", 1, 8)
+    x = np.asarray(ds.train.x[:10000], dtype=np.float64) / 255
+    assert spec.mean[0] == pytest.approx(x.mean(), abs=1e-4) and spec.std[0] == pytest.approx(x.std(), rel=1e-2)
+    limited = load_dataset("digits", limit=100)
+    assert len(limited) == 100 and limited.spec.mean[0] == pytest.approx(np.asarray(ds.train.x[:100]).mean() / 255,
+                                                                         abs=1e-4)  # fmt: skip

@@ -7,18 +7,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from selfsup.config import RunConfig
-from selfsup.methods import build_method
-from selfsup.methods.dino import DINO, dino_loss, solarize
+from selfsup.methods.dino import DINO, dino_loss
+from selfsup.views import solarize
+
+from .conftest import make_method
 
 B = 8
 
 
 def make(seed: int = 0, image_size: int = 16, **params) -> DINO:
-    cfg = RunConfig()
-    cfg.method.name, cfg.encoder.width, cfg.method.params = "dino", 8, dict(params)
-    torch.manual_seed(seed)
-    return build_method(cfg, channels=1, image_size=image_size)
+    return make_method("dino", image_size=image_size, seed=seed, **params)
 
 
 def images(n: int = B, size: int = 20, seed: int = 0) -> torch.Tensor:

@@ -1,10 +1,14 @@
 """Evaluation protocols against reference computations written here."""
 
+import importlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfsup.evaluate import balanced_subset, format_table, knn_accuracy, linear_accuracy
+import selfsup
+from selfsup.data import validation_split
+from selfsup.evaluate import balanced_subset, format_table, knn_accuracy, linear_accuracy, linear_probe
 
 
 def reference_knn(train_f, train_y, test_f, k, t, c):
@@ -54,7 +58,67 @@ def test_balanced_subsets_are_seeded_nested_and_balanced():
 
 
 def test_table_lists_every_encoder():
-    rows = [{"protocol": "knn", "labels": 0.01, "encoder": e, "accuracy": a}
-            for e, a in (("pretrained", 0.8), ("random_init", 0.5), ("raw", 0.6))]
+    rows = [{"task": "classify", "protocol": "knn", "labels": 0.01, "encoder": e, "split": sp, "metric": "accuracy",
+             "value": a if sp == "test" else a / 2}
+            for e, a in (("pretrained", 0.8), ("random_init", 0.5), ("raw", 0.6))
+            for sp in ("val", "test")]  # fmt: skip
     table = format_table(rows)
-    assert "80.0%" in table and "random_init" in table and "1%" in table
+    assert "80.0%" in table and "random_init" in table and "1%" in table and "test accuracy" in table
+    assert "40.0%" in format_table(rows, split="val") and "40.0%" not in table
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint():
+    y = np.repeat(np.arange(4), [500, 300, 100, 10])
+    pool, val = validation_split(y, 0.1, seed=0)
+    assert len(np.intersect1d(pool, val)) == 0 and len(pool) + len(val) == len(y)
+    assert np.bincount(y[val], minlength=4).tolist() == [50, 30, 10, 1]
+    again, other = validation_split(y, 0.1, seed=0), validation_split(y, 0.1, seed=1)
+    assert np.array_equal(again[1], val) and not np.array_equal(other[1], val)
+
+
+def test_linear_probe_chooses_l2_on_validation_only():
+    """The L2 strength is the one that scores best on validation; the test set cannot move it."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 30, generator=g)
+    y = torch.randint(0, 3, (600,), generator=g)
+    x = centers[y] + 2.0 * torch.randn(600, 30, generator=g)
+    tr, va, te = slice(0, 60), slice(60, 360), slice(360, 600)
+    scores, wd = linear_probe(x[tr], y[tr], {"val": (x[va], y[va]), "test": (x[te], y[te])}, 3)
+    poisoned = {"val": (x[va], y[va]), "test": (torch.randn(240, 30, generator=g), (y[te] + 1) % 3)}
+    scores2, wd2 = linear_probe(x[tr], y[tr], poisoned, 3)
+    assert wd2 == wd and scores2["val"] == scores["val"] and scores2["test"] < 0.5 < scores["test"]
+    # the choice is the best validation score among the candidates
+    per_wd = {w: linear_probe(x[tr], y[tr], {"val": (x[va], y[va])}, 3, weight_decays=(w,))[0] for w in
+              (1e-5, 1e-4, 1e-3, 1e-2)}  # fmt: skip
+    assert scores["val"] == max(v["val"] for v in per_wd.values())
+
+
+def test_poisoned_test_split_changes_no_selection(tmp_path, monkeypatch):
+    """Evaluation end to end: scrambling the test labels and replacing the test samples by noise leaves every
+    validation row and every choice made on validation as it was; only the test rows change."""
+    E = importlib.import_module("selfsup.evaluate")  # the package (selfsup.evaluate is also the function)
+
+    run = selfsup.pretrain(data="digits", method="simclr", width=8, batch_size=32, budget="3steps", device="cpu",
+                           out=tmp_path / "r", log=lambda s: None).path  # fmt: skip
+    clean = selfsup.evaluate(run, protocol="knn,linear", labels="10%,100%", log=lambda s: None)
+    real_load = E.load_dataset
+
+    def poisoned_load(*a, **k):
+        ds = real_load(*a, **k)
+        rng = np.random.default_rng(0)
+        ds.test = ds.test.take(np.arange(len(ds.test)))
+        ds.test.y = (np.asarray(ds.test.y) + 1 + rng.integers(0, 8, len(ds.test.y))) % 10
+        ds.test.x = rng.integers(0, 256, ds.test.x.shape).astype(np.uint8)
+        return ds
+
+    monkeypatch.setattr(E, "load_dataset", poisoned_load)
+    dirty = selfsup.evaluate(run, protocol="knn,linear", labels="10%,100%", log=lambda s: None)
+    key = lambda r: (r["protocol"], r["labels"], r["encoder"], r["split"])  # noqa: E731
+    c, d = {key(r): r for r in clean}, {key(r): r for r in dirty}
+    assert c.keys() == d.keys()
+    for k, r in c.items():
+        if k[3] == "val":
+            assert d[k] == r, k  # value and what was chosen
+        else:
+            assert d[k].get("chosen") == r.get("chosen")
+    assert any(d[k]["value"] < c[k]["value"] - 0.3 for k in c if k[3] == "test"), "the poison reached test"

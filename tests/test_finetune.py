@@ -10,8 +10,27 @@ from selfsup.data import load_dataset
 from selfsup.encoders import Encoder, Features, build_encoder
 from selfsup.errors import UserError
 from selfsup.evaluate import extract_features, linear_accuracy
-from selfsup.evaluate.finetune import Classifier, classifier_accuracy, finetune, param_groups
-from selfsup.registry import ENCODERS, EVALUATIONS
+from selfsup.evaluate.finetune import Classifier, finetune, param_groups, predict
+from selfsup.evaluate.tasks import Classify
+from selfsup.registry import ENCODERS, PROTOCOLS
+from selfsup.views import finetune_augment
+
+from .conftest import image_spec
+
+TASK = Classify()
+SPEC = image_spec(1, 8)
+
+
+def classifier(enc, n=10):
+    return Classifier(enc, TASK.head(enc.dim, n))
+
+
+def accuracy(model, x, y):
+    return TASK.score(predict(model, x), y)
+
+
+def tune(enc, x, y, **kw):
+    return finetune(enc, x, y, TASK, 10, finetune_augment(SPEC), **kw)
 
 
 def scales(model: nn.Module, decay: float, wd: float = 0.05) -> tuple[dict, dict]:
@@ -26,7 +45,7 @@ def scales(model: nn.Module, decay: float, wd: float = 0.05) -> tuple[dict, dict
 
 def test_layer_decay_resnet():
     torch.manual_seed(0)
-    model = Classifier(build_encoder("resnet18", in_channels=1, image_size=8, width=4), 10)
+    model = classifier(build_encoder("resnet18", SPEC, {"width": 4}))
     d = 0.5
     lr, wd = scales(model, d)
     # 4 stages: stem is layer 0, layers.i is layer i + 1, the head is layer 5 (full rate)
@@ -67,7 +86,7 @@ class TinyViT(Encoder):
 
 
 def test_layer_decay_transformer_blocks():
-    model = Classifier(TinyViT(depth=3), 10)
+    model = classifier(TinyViT(depth=3))
     d = 0.75
     lr, wd = scales(model, d)
     # 3 blocks: embeddings are layer 0 (d^4), blocks.i layer i + 1 (d^(3 - i)), norm and head layer 4 (1.0)
@@ -83,12 +102,12 @@ def test_layer_decay_transformer_blocks():
 
 @pytest.mark.skipif("vit_tiny" not in ENCODERS, reason="no ViT encoder registered")
 def test_layer_decay_real_vit():
-    enc = build_encoder("vit_tiny", in_channels=1, image_size=8, patch_size=4, dim=16, depth=2, heads=2)
-    lr, _ = scales(Classifier(enc, 10), 0.5)
+    enc = build_encoder("vit_tiny", SPEC, {"patch_size": 4, "dim": 16, "depth": 2, "heads": 2})
+    lr, _ = scales(classifier(enc), 0.5)
     assert lr["encoder.patch_embed.weight"] == pytest.approx(0.5**3)
-    assert lr["encoder.blocks.0.norm1.weight"] == pytest.approx(0.5**2)
-    assert lr["encoder.blocks.1.norm1.weight"] == pytest.approx(0.5)
-    assert lr["encoder.norm.weight"] == lr["head.weight"] == 1.0
+    assert lr["encoder.transformer.blocks.0.norm1.weight"] == pytest.approx(0.5**2)
+    assert lr["encoder.transformer.blocks.1.norm1.weight"] == pytest.approx(0.5)
+    assert lr["encoder.transformer.norm.weight"] == lr["head.weight"] == 1.0
 
 
 @pytest.fixture
@@ -102,14 +121,15 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits(cache_root):
+    """500 training digits and 300 held-out training digits to score on (the test split is not used)."""
     ds = load_dataset("digits", log=lambda s: None)
-    return (np.array(ds.train_x[:500]), torch.from_numpy(np.array(ds.train_y[:500])),
-            np.array(ds.test_x[:300]), torch.from_numpy(np.array(ds.test_y[:300])))  # fmt: skip
+    x, y = np.array(ds.train_x), torch.from_numpy(np.array(ds.train_y))
+    return x[:500], y[:500], x[500:800], y[500:800]
 
 
 def tiny_encoder(width: int = 4) -> Encoder:
     torch.manual_seed(0)
-    return build_encoder("resnet18", in_channels=1, image_size=8, width=width).eval()
+    return build_encoder("resnet18", SPEC, {"width": width}).eval()
 
 
 def test_finetuning_learns_beyond_frozen_random_features(digits, one_thread):
@@ -118,9 +138,9 @@ def test_finetuning_learns_beyond_frozen_random_features(digits, one_thread):
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     probe = linear_accuracy(extract_features(enc, tr_x, device="cpu"), tr_y, extract_features(enc, te_x, device="cpu"),
                             te_y, 10)  # fmt: skip
-    model = finetune(enc, tr_x, tr_y, 10, epochs=1, min_steps=200, batch_size=32, lr=1e-2, seed=0, device="cpu")
-    acc = classifier_accuracy(model, te_x, te_y)
-    assert acc > 0.6 and acc > probe + 0.15, (acc, probe)  # chance is 0.1; measured: 0.83 vs 0.51
+    model = tune(enc, tr_x, tr_y, epochs=1, min_steps=200, batch_size=32, lr=1e-2, seed=0, device="cpu")
+    acc = accuracy(model, te_x, te_y)
+    assert acc > 0.6 and acc > probe + 0.15, (acc, probe)  # chance is 0.1
     tuned = model.encoder.state_dict()
     assert not torch.equal(tuned["layers.0.0.conv1.weight"], before["layers.0.0.conv1.weight"])
     assert all(torch.equal(v, before[k]) for k, v in enc.state_dict().items())  # the original is a deep copy
@@ -130,16 +150,14 @@ def test_finetuning_learns_beyond_frozen_random_features(digits, one_thread):
 def test_same_seed_same_result(digits, one_thread):
     tr_x, tr_y, te_x, te_y = digits
     enc = tiny_encoder()
-    run = lambda seed: finetune(enc, tr_x[:200], tr_y[:200], 10, epochs=1, min_steps=15, batch_size=32, seed=seed,
-                                device="cpu")  # fmt: skip
+    run = lambda seed: tune(enc, tr_x[:200], tr_y[:200], epochs=1, min_steps=15, batch_size=32, seed=seed,
+                            device="cpu")  # fmt: skip
     a, b, c = run(0), run(0), run(1)
     wa, wb, wc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
-    fn = EVALUATIONS.get("finetune")
-    assert getattr(fn, "needs_encoder", False) and not getattr(EVALUATIONS.get("linear"), "needs_encoder", False)
-    kw = dict(epochs=1, min_steps=15, batch_size=32, seed=0, device="cpu")
-    accs = [fn(enc, tr_x[:200], tr_y[:200], te_x, te_y, 10, **kw) for _ in range(2)]
+    assert not PROTOCOLS.get("finetune").frozen and PROTOCOLS.get("linear").frozen
+    accs = [accuracy(m, te_x, te_y) for m in (a, b)]
     assert accs[0] == accs[1] and 0 <= accs[0] <= 1
 
 
@@ -147,10 +165,10 @@ def test_one_image_per_class_still_trains(digits, one_thread):
     tr_x, tr_y, _, _ = digits
     first = [int(np.flatnonzero(tr_y.numpy() == c)[0]) for c in range(10)]  # a 1%-style subset: 10 images
     said = []
-    model = finetune(tiny_encoder(), tr_x[first], tr_y[first], 10, epochs=1, min_steps=40, batch_size=64, lr=1e-2,
-                     seed=0, device="cpu", log=said.append)  # fmt: skip
-    assert said == ["  fine-tuning on 10 images: 40 steps of 10"]  # min_steps, batch cut to the subset
-    assert classifier_accuracy(model, tr_x[first], tr_y[first]) >= 0.3  # chance 0.1; measured 0.5
+    model = tune(tiny_encoder(), tr_x[first], tr_y[first], epochs=1, min_steps=40, batch_size=64, lr=1e-2,
+                 seed=0, device="cpu", log=said.append)  # fmt: skip
+    assert len(said) == 4 and said[-1].startswith("  fine-tuning on 10 samples: step 40/40 of 10")  # batch cut
+    assert accuracy(model, tr_x[first], tr_y[first]) >= 0.3  # chance 0.1
 
 
 def test_eval_config_validation():

@@ -11,6 +11,8 @@ from selfsup.methods.inpainting import Inpainting, InpaintingParams
 from selfsup.registry import ENCODERS
 from selfsup.views import center_block_mask, dilate_mask, fill_masked, random_block_mask
 
+from .conftest import image_spec
+
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -19,8 +21,8 @@ def gen(seed: int = 0) -> torch.Generator:
 def _method(image_size: int = 28, channels: int = 1, encoder: str = "resnet18", **params) -> Inpainting:
     torch.manual_seed(0)
     kw = dict(width=8) if encoder.startswith("resnet") else dict(patch_size=4, dim=32, depth=1, heads=2)
-    enc = build_encoder(encoder, in_channels=channels, image_size=image_size, mean=0.3, std=0.35, **kw)
-    return Inpainting(enc, InpaintingParams(**params), image_size)
+    spec = image_spec(channels, image_size, mean=0.3, std=0.35)
+    return Inpainting(build_encoder(encoder, spec, kw), InpaintingParams(**params), spec)
 
 
 @pytest.mark.parametrize("size", [16, 28])

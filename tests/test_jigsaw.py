@@ -10,8 +10,10 @@ from safetensors.torch import load_file, save_file
 
 from selfsup.encoders import build_encoder
 from selfsup.methods.jigsaw import Jigsaw, JigsawParams
-from selfsup.train.checkpoint import state_tensors
+from selfsup.runs import state_tensors
 from selfsup.views import jigsaw_tiles, maximal_hamming_permutations, normalize_tiles, shuffle_tiles
+
+from .conftest import image_spec
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -126,8 +128,8 @@ def test_normalize_tiles_standardizes_each_tile_in_encoder_units():
 
 def _method(image_size: int = 27, **params) -> Jigsaw:
     torch.manual_seed(0)
-    enc = build_encoder("resnet18", in_channels=1, image_size=image_size, width=8, mean=0.3, std=0.3)
-    return Jigsaw(enc, JigsawParams(**params), image_size)
+    spec = image_spec(1, image_size, mean=0.3, std=0.3)
+    return Jigsaw(build_encoder("resnet18", spec, {"width": 8}), JigsawParams(**params), spec)
 
 
 def test_method_views_labels_index_the_permutation_set():

@@ -3,18 +3,16 @@
 import pytest
 import torch
 
-from selfsup.config import RunConfig
 from selfsup.errors import UserError
-from selfsup.methods import build_method
 from selfsup.methods.mae import normalize_patches
+
+from .conftest import make_method
 
 
 def make_mae(image_size=32, channels=1, encoder="vit_tiny", **params):
-    cfg = RunConfig()
-    cfg.method.name, cfg.method.params = "mae", {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, **params}
-    cfg.encoder.name, cfg.encoder.dim, cfg.encoder.depth, cfg.encoder.heads = encoder, 32, 2, 2
-    torch.manual_seed(0)
-    return build_method(cfg, channels=channels, image_size=image_size)
+    size = {"dim": 32, "depth": 2, "heads": 2} if encoder.startswith("vit") else {"width": 8}
+    params = {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, **params}
+    return make_method("mae", channels, image_size, encoder=encoder, encoder_params=size, **params)
 
 
 def uint8_images(n=4, side=36, channels=1, seed=0):
@@ -26,7 +24,7 @@ def test_encoder_sees_only_the_visible_quarter():
     mae = make_mae()  # 32 px, 4 px patches: 64 patches, 16 visible
     assert mae.encoder.num_patches == 64 and mae.len_keep == 16
     seen = []
-    mae.encoder.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    mae.encoder.transformer.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
     imgs, mask = mae.views(uint8_images(), torch.Generator().manual_seed(0))
     out = mae((imgs, mask))
     assert seen == [1 + 16], "class token + 25% of the 64 patches"

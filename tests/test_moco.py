@@ -9,24 +9,18 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 import selfsup
-from selfsup.config import RunConfig
-from selfsup.methods import build_method
 from selfsup.methods.moco import MoCo
-from selfsup.train.checkpoint import latest_checkpoint, state_tensors
+from selfsup.runs import latest_checkpoint, state_tensors
 from selfsup.train.optim import build_optimizer
 
-from .conftest import run_env, torchrun
+from .conftest import make_method, run_env, torchrun
 
 HERE = Path(__file__).parent
 B = 16
 
 
 def make(num_samples=None, seed=0, **params) -> MoCo:
-    cfg = RunConfig()
-    cfg.method.name, cfg.encoder.width = "moco", 8
-    cfg.method.params.update(params)
-    torch.manual_seed(seed)
-    return build_method(cfg, channels=1, image_size=16, num_samples=num_samples)
+    return make_method("moco", image_size=16, num_samples=num_samples or 10**6, seed=seed, **params)
 
 
 def images(seed: int) -> torch.Tensor:
@@ -35,7 +29,7 @@ def images(seed: int) -> torch.Tensor:
 
 
 def test_queue_holds_keys_of_earlier_steps_and_the_loss_uses_the_queue_before_the_step():
-    method = make(num_samples=40, momentum=0.9)  # K = 40: steps of 16 keys write 0..15, 16..31, 32..39 + 0..7
+    method = make(num_samples=80, momentum=0.9)  # K = 80 / 2 = 40: steps of 16 keys write 0..15, 16..31, 32..39 + 0..7
     assert method.queue.shape == (40, 128) and int(method.queue_ptr) == 0
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     g = torch.Generator().manual_seed(1)
@@ -45,7 +39,7 @@ def test_queue_holds_keys_of_earlier_steps_and_the_loss_uses_the_queue_before_th
         queue_before = method.queue.clone()
         out = method(views)
         with torch.no_grad():  # the same encoders on the same batches (train-mode BN): the step's own keys
-            k = method.key(views[1])
+            k = method.split_keys(views[1], views[3])
             q = method.query(views[0])[1]
         # InfoNCE against the queue as it was before the step: this step's keys are not its negatives
         logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue_before.T], dim=1) / 0.2
@@ -99,27 +93,48 @@ def test_key_encoder_gets_no_gradient_and_follows_the_query_encoder_by_ema():
     assert not all(torch.equal(p, q) for p, q in zip(key_params, query_params))
 
 
-@pytest.mark.parametrize(("num_samples", "rows"), [(100, 100), (None, 65536), (10**6, 65536)])
-def test_queue_is_capped_to_the_training_set(num_samples, rows):
+@pytest.mark.parametrize(("num_samples", "rows"), [(100, 50), (None, 65536), (10**6, 65536)])
+def test_queue_is_capped_to_half_the_training_set(num_samples, rows):
+    """At K = N a query meets its own stale key among the negatives from the second epoch on."""
     method = make(num_samples=num_samples)
     assert method.queue.shape == (rows, 128)
     assert torch.allclose(method.queue.norm(dim=1), torch.ones(rows), atol=1e-5)
 
 
 def test_state_dict_round_trip_keeps_queue_pointer_and_key_encoder(tmp_path):
-    method = make(num_samples=50)
+    method = make(num_samples=100)
     g = torch.Generator().manual_seed(0)
     for step in range(2):
         method(method.views(images(step), g))
     assert int(method.queue_ptr) == 32
     save_file(state_tensors(method), str(tmp_path / "m.safetensors"))
-    fresh = make(num_samples=50, seed=1)
+    fresh = make(num_samples=100, seed=1)
     assert not torch.equal(fresh.queue, method.queue)
     fresh.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
     assert torch.equal(fresh.queue, method.queue) and int(fresh.queue_ptr) == 32
     assert all(torch.equal(a, b) for a, b in zip(fresh.key_encoder.parameters(), method.key_encoder.parameters()))
     views = method.views(images(5), torch.Generator().manual_seed(5))
     assert torch.equal(fresh(views).loss, method(views).loss)
+
+
+def test_one_process_shuffle_bn_encodes_permuted_sub_batches():
+    """MoCo sec. 3.3 in one process: the key batch is permuted, encoded in sub-batches with their own BatchNorm
+    statistics, and put back in order; so keys differ from whole-batch keys, and each key equals the encoding
+    of its own sub-batch."""
+    method = make(num_samples=1000, bn_splits=4)
+    x = method.augment(images(0), torch.Generator().manual_seed(0))  # [16, 1, 16, 16]
+    perm = torch.randperm(B, generator=torch.Generator().manual_seed(3))
+    assert method.bn_groups(B) == 2  # at least 8 images per sub-batch
+    with torch.no_grad():
+        k = method.split_keys(x, perm)
+        for chunk in perm.chunk(2):  # each group of the permutation, encoded on its own
+            assert torch.allclose(k[chunk], method.key(x[chunk]), atol=1e-5)
+        assert not torch.allclose(k, method.key(x), atol=1e-3), "whole-batch statistics would leak the pair"
+    q, kv, seed, p = method.views(images(1), torch.Generator().manual_seed(1))
+    assert sorted(p.tolist()) == list(range(B)) and seed.shape == (1,)
+    method.eval()  # evaluation: no shuffling, one batch
+    with torch.no_grad():
+        assert torch.allclose(method.keys(x, seed, perm)[0], method.key(x))
 
 
 TINY = dict(data="digits", method="moco", width=8, batch_size=32, device="cpu", seed=3, log=lambda s: None)

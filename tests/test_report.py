@@ -49,7 +49,9 @@ def test_eval_plot_writes_pictures_and_report(tiny_run, capsys, one_thread):
     assert_png(tiny_run / "embedding.png")
 
     rows = json.loads((tiny_run / "eval.json").read_text())
-    by = {(r["protocol"], r["labels"], r["encoder"]): r["accuracy"] for r in rows}
+    assert all({"task", "protocol", "labels", "encoder", "split", "metric", "value"} <= set(r) for r in rows)
+    assert {r["split"] for r in rows} == {"val", "test"} and {r["metric"] for r in rows} == {"accuracy"}
+    by = {(r["protocol"], r["labels"], r["encoder"]): r["value"] for r in rows if r["split"] == "test"}
     for frac in (0.1, 1.0):  # finetune was not asked for, yet the plot has the supervised-from-scratch curve
         assert ("finetune", frac, "supervised") in by
         for proto in ("knn", "linear"):
@@ -57,8 +59,11 @@ def test_eval_plot_writes_pictures_and_report(tiny_run, capsys, one_thread):
     assert not any(r["protocol"] == "finetune" and r["encoder"] in ("pretrained", "raw") for r in rows)
 
     page = (tiny_run / "report.html").read_text()
-    for acc in by.values():  # the same numbers as eval.json
-        assert f"{100 * acc:.2f}%" in page
+    for r in rows:  # the same numbers as eval.json, test and validation
+        assert f"{100 * r['value']:.2f}%" in page
+    assert "chosen on validation" in page
+    cost = json.loads((tiny_run / "eval_cost.json").read_text())
+    assert cost["wall_s"] > 0 and {"features", "knn", "linear", "finetune"} <= set(cost["phases"])
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 2 and all(len(b) > 1000 for b in images)
     assert "supervised (from scratch)" in page and "digits" in page and "simclr" in page
@@ -71,10 +76,12 @@ def test_finetune_protocol_rows_and_errors(tiny_run, capsys, one_thread):
     rows = selfsup.evaluate(tiny_run, protocol="finetune", labels="100%", plot=True, log=lambda s: None,
                             train_limit=200, test_limit=100, finetune_min_steps=6, finetune_batch_size=32,
                             embedding_points=60)  # fmt: skip
-    assert [(r["protocol"], r["encoder"]) for r in rows] == [("finetune", "pretrained"), ("finetune", "supervised")]
+    assert [(r["protocol"], r["encoder"], r["split"]) for r in rows] == [
+        ("finetune", "pretrained", "val"), ("finetune", "pretrained", "test"),
+        ("finetune", "supervised", "val"), ("finetune", "supervised", "test")]  # fmt: skip
     assert_png(tiny_run / "embedding.png")  # no frozen protocol ran: the test embeddings are extracted for it
     assert "t-SNE of 60 test embeddings" in (tiny_run / "report.html").read_text()
-    assert all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert all(0 <= r["value"] <= 1 for r in rows)
     assert json.loads((tiny_run / "eval.json").read_text()) == rows
     capsys.readouterr()
     assert main(["eval", str(tiny_run), "--set", "finetune_layer_decay=1.5"]) == 2

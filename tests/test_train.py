@@ -14,7 +14,7 @@ import selfsup
 import selfsup.methods  # noqa: F401  (registers)
 from selfsup.errors import TrainingDiverged, UserError
 from selfsup.registry import METHODS
-from selfsup.train.checkpoint import latest_checkpoint
+from selfsup.runs import latest_checkpoint
 
 from .conftest import run_env
 
@@ -40,14 +40,20 @@ def test_run_folder_contents(tmp_path):
     assert resolved.method.params["temperature"] == 0.2  # defaults written out in full
     enc = selfsup.load_encoder(run.path)
     assert enc.embed(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape == (2, enc.dim)
+    info = json.loads((run.path / "encoder.json").read_text())
+    assert info["builder"] == "resnet18" and info["params"] == {"width": 8, "small_stem": True}
+    assert info["spec"]["kind"] == "image" and info["spec"]["size"] == 8 and info["weights"] == "encoder"
 
 
 @pytest.mark.parametrize("method", [m for m, cls in METHODS.items() if cls.modality == "image"])
 def test_duration_budget_works_for_every_method(method, tmp_path):
     """A duration budget times real steps before the run's length is known: hooks such as BYOL's and
     DINO's momentum schedules must cope with that, and the timed steps must leave no trace."""
-    run = selfsup.pretrain(out=tmp_path / "r", budget="1s", **{**TINY, "method": method, "batch_size": 16},
-                           log=lambda s: None)  # fmt: skip
+    small = dict(TINY, method=method, batch_size=16)
+    if getattr(METHODS.get(method), "default_encoder", "resnet18").startswith("vit"):
+        small.pop("width")
+        small.update(encoder__dim=32, encoder__depth=2)
+    run = selfsup.pretrain(out=tmp_path / "r", budget="1s", **small, log=lambda s: None)
     steps = selfsup.build_config(run.path / "config.yaml").train.steps
     assert isinstance(steps, int) and steps >= 1
     assert json.loads((run.path / "cost.json").read_text())["steps"] == steps
@@ -55,13 +61,22 @@ def test_duration_budget_works_for_every_method(method, tmp_path):
 
 
 def test_channels_last_only_where_it_is_safe():
-    """channels_last for convnets, but not on CPU for 4-channel stages (heap corruption, encoders.use_channels_last)."""
-    from selfsup.encoders import build_encoder, use_channels_last
+    """channels_last for convnets, but not on CPU for narrow convolutions (heap corruption, selfsup.precision),
+    judged on the whole module that is converted: inpainting's 1-channel output conv keeps its method in NCHW."""
+    from selfsup.encoders import build_encoder
+    from selfsup.precision import channels_last_for
 
-    narrow = build_encoder("resnet18", in_channels=1, image_size=8, width=4)
-    assert use_channels_last(build_encoder("resnet18", in_channels=1, image_size=28, width=8), "cpu")
-    assert not use_channels_last(narrow, "cpu") and use_channels_last(narrow, "cuda")
-    assert not use_channels_last(torch.nn.Linear(2, 2), "cuda")
+    from .conftest import image_spec, make_method
+
+    spec = image_spec(1, 28)
+    narrow = build_encoder("resnet18", image_spec(1, 8), {"width": 4})
+    assert channels_last_for(build_encoder("resnet18", spec, {"width": 8}), "cpu")
+    assert not channels_last_for(narrow, "cpu") and channels_last_for(narrow, "cuda")
+    assert not channels_last_for(torch.nn.Linear(2, 2), "cuda")
+    inpainting = make_method("inpainting", image_size=16)
+    assert channels_last_for(inpainting.encoder, "cpu") and not channels_last_for(inpainting, "cpu")
+    assert channels_last_for(make_method("simclr", image_size=16), "cpu")
+    assert channels_last_for(narrow, "cpu", requested=True)  # train.channels_last decides when set
 
 
 def test_same_seed_same_weights(tmp_path):
@@ -119,7 +134,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_crash_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    import selfsup.train.checkpoint as ck
+    import selfsup.runs as ck
 
     out = tmp_path / "crash"
     selfsup.pretrain(out=out, budget="2steps", **TINY, log=lambda s: None)
@@ -151,3 +166,139 @@ def test_accumulation_keeps_the_batch(tmp_path):
     assert cost["samples"] == 2 * 32
     with pytest.raises(UserError, match="batch_size=30 must divide"):
         selfsup.pretrain(out=tmp_path / "b", budget="1steps", accumulate=4, **{**TINY, "batch_size": 30})
+
+
+def test_config_yaml_is_the_resolved_config_written_before_step_one(tmp_path, monkeypatch):
+    """resolve() fills every field once; the trainer writes that config before step 1 and never writes into it."""
+    import copy
+
+    import selfsup.methods.simclr as simclr
+    from selfsup import runs
+    from selfsup.config import resolve
+    from selfsup.data import load_dataset
+    from selfsup.methods import build_method
+    from selfsup.train.loop import Trainer
+
+    cfg = selfsup.build_config(out=str(tmp_path / "r"), budget="3steps", **TINY)
+    ds = load_dataset("digits")
+    resolved = resolve(cfg, ds)
+    assert resolved.encoder.name == "resnet18" and resolved.train.steps == 3 and resolved.train.lr > 0
+    assert resolved.method.params["temperature"] == 0.2 and cfg.train.lr is None  # cfg itself untouched
+    seen = []
+    real_forward = simclr.SimCLR.forward
+
+    def forward(self, batch):
+        seen.append((tmp_path / "r" / "config.yaml").is_file() and (tmp_path / "r" / "encoder.json").is_file())
+        return real_forward(self, batch)
+
+    monkeypatch.setattr(simclr.SimCLR, "forward", forward)
+    before = copy.deepcopy(resolved)
+    (tmp_path / "r").mkdir()
+    torch.manual_seed(resolved.train.seed)
+    trainer = Trainer(resolved, build_method(resolved, ds.spec), ds, torch.device("cpu"), log=lambda s: None)
+    run = trainer.fit()
+    assert resolved == before, "the trainer wrote into the config"
+    assert seen and all(seen), "config.yaml and encoder.json exist before step 1"
+    assert runs.load_config(run.path) == resolved == run.config
+
+
+def test_resuming_a_finished_run_touches_nothing(tmp_path):
+    run = selfsup.pretrain(out=tmp_path / "r", budget="4steps", **TINY, log=lambda s: None).path
+    files = sorted(p for p in run.rglob("*") if p.is_file())
+    stamps = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    lines = []
+    selfsup.pretrain(resume=run, log=lines.append)
+    assert "nothing to resume" in lines[-1]
+    assert sorted(p for p in run.rglob("*") if p.is_file()) == files
+    assert all((p.stat().st_mtime_ns, p.read_bytes()) == stamps[p] for p in files)
+
+
+def test_resume_keeps_cost_cumulative_and_metrics_unrepeated(tmp_path, monkeypatch):
+    """A run stopped after its step-4 checkpoint (rows logged up to step 6) and resumed: cost.json covers all
+    10 steps, and metrics.jsonl has each step once."""
+    from selfsup.train import loop
+
+    out = tmp_path / "r"
+    real_save = loop.Trainer._save
+
+    def save_then_die(self, step):
+        real_save(self, step)
+        if step == 6:
+            raise KeyboardInterrupt  # a kill after the step-6 rows were logged, before its checkpoint counts
+    monkeypatch.setattr(loop.Trainer, "_save", save_then_die)
+    args = dict(out=out, budget="10steps", checkpoint_every="2steps", log=lambda s: None, **{**TINY, "seed": 5})
+    with pytest.raises(KeyboardInterrupt):
+        selfsup.pretrain(**args, **{"train__log_every": 1})
+    (out / "checkpoints" / "latest").write_text("step-000004\n")  # as if killed before step 6 was saved
+    monkeypatch.setattr(loop.Trainer, "_save", real_save)
+    selfsup.pretrain(resume=out, log=lambda s: None)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 10 and 5 in steps
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["steps"] == 10 and cost["samples"] == 10 * 32 and cost["segments"] == 2
+    assert cost["flops"] == 10 * cost["flops_per_step"]
+
+
+def test_batch_larger_than_the_data(tmp_path):
+    lines = []
+    run = selfsup.pretrain(out=tmp_path / "a", budget="2steps", limit=20, log=lines.append, **TINY)
+    assert any("batch_size lowered to 20" in line for line in lines) and run.config.train.batch_size == 20
+    with pytest.raises(UserError, match="fewer than 1 process.*4 accumulation"):
+        selfsup.pretrain(out=tmp_path / "b", budget="2steps", limit=3, accumulate=4, log=lambda s: None, **TINY)
+
+
+def test_non_finite_gradients_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """A finite loss whose gradients are not finite must not step: the NaN guard checks the gradient norm."""
+    import selfsup.methods.simclr as simclr
+
+    class InfGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * float("inf")
+
+    calls = {"n": 0}
+    real = simclr.nt_xent
+
+    def flaky(z1, z2, t):
+        calls["n"] += 1
+        return real(InfGrad.apply(z1) if calls["n"] > 4 else z1, z2, t)
+
+    monkeypatch.setattr(simclr, "nt_xent", flaky)
+    out = tmp_path / "inf"
+    with pytest.raises(TrainingDiverged, match="gradients became non-finite.*step 5.*step-000004"):
+        selfsup.pretrain(out=out, budget="10steps", checkpoint_every="2steps", **TINY, log=lambda s: None)
+    assert latest_checkpoint(out).name == "step-000004"
+    assert all(torch.isfinite(v.float()).all() for v in final_weights(out).values())
+
+
+def test_evaluation_does_not_import_train():
+    """evaluate/ and what it imports reach the run folder through selfsup.runs, never selfsup.train."""
+    import ast
+    from pathlib import Path
+
+    root = Path(selfsup.__file__).parent
+
+    def module_file(name):
+        rel = Path(*name.split(".")[1:])
+        for cand in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
+            if cand.is_file():
+                return cand
+        return None
+
+    seen, todo = set(), ["selfsup.evaluate", "selfsup.runs", "selfsup.report"]
+    while todo:
+        name = todo.pop()
+        if name in seen or (path := module_file(name)) is None:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("selfsup"):
+                todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("selfsup")]
+    assert "selfsup.evaluate.finetune" in seen and "selfsup.runs" in seen
+    assert not [m for m in seen if m.startswith("selfsup.train") or m in ("selfsup.api", "selfsup.cli")], seen

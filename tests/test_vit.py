@@ -5,15 +5,18 @@ import math
 import pytest
 import torch
 
-from selfsup.encoders import build_encoder
-from selfsup.encoders.vit import VisionTransformer, sincos_2d
+from selfsup.encoders import build_encoder, resolve_encoder_params
+from selfsup.encoders.transformer import sincos_2d
+from selfsup.encoders.vit import VisionTransformer
 from selfsup.errors import UserError
 
+from .conftest import image_spec
 
-def small_vit(image_size=28, **kw) -> VisionTransformer:
+
+def small_vit(image_size=28, in_channels=1, **kw) -> VisionTransformer:
     torch.manual_seed(0)
-    args = dict(in_channels=1, image_size=image_size, dim=32, depth=2, heads=2)
-    return build_encoder("vit_tiny", **{**args, **kw}).eval()
+    args = dict(dim=32, depth=2, heads=2)
+    return build_encoder("vit_tiny", image_spec(in_channels, image_size), {**args, **kw}).eval()
 
 
 def images(n=3, side=28, channels=1, seed=0):
@@ -39,18 +42,25 @@ def test_shapes_and_attributes():
 
 
 def test_presets_names_and_defaults():
-    tiny = build_encoder("vit_tiny", in_channels=3, image_size=96)
-    small = build_encoder("vit_small", in_channels=3, image_size=32)
-    assert (tiny.dim, len(tiny.blocks), tiny.heads, tiny.patch_size, tiny.grid) == (192, 12, 3, 16, 6)
-    assert (small.dim, len(small.blocks), small.heads, small.patch_size, small.grid) == (384, 12, 6, 4, 8)
+    paper = {"dim": 192, "depth": 12}  # the preset; left open on a CPU, the CPU size is chosen (below)
+    tiny = build_encoder("vit_tiny", image_spec(3, 96), paper)
+    small = build_encoder("vit_small", image_spec(3, 32), {"dim": 384, "depth": 12})
+    assert (tiny.dim, len(tiny.transformer.blocks), tiny.heads, tiny.patch_size, tiny.grid) == (192, 12, 3, 16, 6)
+    assert (small.dim, len(small.transformer.blocks), small.heads, small.patch_size, small.grid) == (384, 12, 6, 4, 8)
     names = dict(tiny.named_parameters())
-    assert {"patch_embed.weight", "cls_token", "blocks.0.attn.qkv.weight", "blocks.11.mlp.2.weight",
-            "norm.weight"} <= set(names)  # fmt: skip
+    assert {"patch_embed.weight", "cls_token", "transformer.blocks.0.attn.qkv.weight",
+            "transformer.blocks.11.mlp.2.weight", "transformer.norm.weight"} <= set(names)  # fmt: skip
     assert "pos_embed" in dict(tiny.named_buffers()) and "pos_embed" not in names, "fixed sin-cos, not learned"
     assert tiny.pos_embed.shape == (1, 1 + 36, 192)
     assert small_vit(dim=64, heads=None).heads == 1, "other widths keep 64-channel heads"
-    # build_encoder drops a ResNet's kwargs and None values
-    assert build_encoder("vit_tiny", in_channels=1, image_size=16, width=8, small_stem=None, depth=1).depth == 1
+    # sizes left open are chosen for the device: the paper's on a GPU, half width and depth on a CPU
+    gpu, note_gpu = resolve_encoder_params("vit_tiny", image_spec(1, 28), {}, "cuda")
+    cpu, note_cpu = resolve_encoder_params("vit_tiny", image_spec(1, 28), {}, "cpu")
+    assert gpu == {"patch_size": 4, "dim": 192, "depth": 12, "heads": 3} and note_gpu is None
+    assert cpu == {"patch_size": 4, "dim": 96, "depth": 6, "heads": 1} and "--set encoder.dim" in note_cpu
+    # a ResNet's fields are an error for a ViT, not silently dropped
+    with pytest.raises(UserError, match="'width'.*known fields: depth, dim, heads, patch_size"):
+        build_encoder("vit_tiny", image_spec(1, 16), {"width": 8, "depth": 1})
 
 
 def test_all_false_mask_equals_no_mask():
@@ -63,7 +73,7 @@ def test_all_false_mask_equals_no_mask():
 def test_masked_tokens_are_dropped_not_zeroed():
     enc = small_vit()
     seen = []
-    enc.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    enc.transformer.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
     mask = random_mask(3, 49, keep=12)
     x = images()
     out = enc(x, mask)
@@ -139,12 +149,13 @@ def test_patchify_order_and_roundtrip():
 
 
 def test_config_errors_name_the_field():
+    spec = image_spec(1, 28)
     with pytest.raises(UserError, match="encoder.patch_size"):
-        build_encoder("vit_tiny", in_channels=1, image_size=28, patch_size=5)
+        build_encoder("vit_tiny", spec, {"patch_size": 5})
     with pytest.raises(UserError, match="encoder.heads"):
-        build_encoder("vit_tiny", in_channels=1, image_size=28, dim=64, heads=3)
+        build_encoder("vit_tiny", spec, {"dim": 64, "heads": 3})
     with pytest.raises(UserError, match="encoder.dim"):
-        build_encoder("vit_tiny", in_channels=1, image_size=28, dim=6, heads=1)
+        build_encoder("vit_tiny", spec, {"dim": 6, "heads": 1})
 
 
 def test_every_parameter_gets_a_gradient():

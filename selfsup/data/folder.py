@@ -15,6 +15,9 @@ white, 16-bit data is divided by 257 (scaled by its bit depth, never clipped), C
 become RGB and EXIF orientation is applied. If every image is grayscale-like the dataset
 has one channel, otherwise three (gray images are replicated).
 
+Size: ``image_size`` if given; otherwise the images keep their own size when every one is at most
+64 px on its shorter side (the largest such side is used), and larger ones are resized to 64 px.
+
 Resizing: the centred square of side ``min(width, height)`` is resampled to
 ``image_size x image_size`` with an antialiased bicubic filter (Pillow's ``reduce`` first
 for large downscales, JPEG DCT scaling via ``draft``). This equals resizing the shorter side
@@ -34,8 +37,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from selfsup.data.base import ImageDataset
+from selfsup.data.base import Dataset, Split
 from selfsup.data.cache import cache_dir, load_array, save_array
+from selfsup.data.image import DEFAULT_FOLDER_SIZE, image_spec
+from selfsup.data.splits import stratified_holdout
 from selfsup.errors import UserError
 
 CACHE_VERSION = 1
@@ -61,7 +66,8 @@ def _list_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def _cache_key(root: Path, files: list[str], image_size: int, strict: bool, seed: int, test_fraction: float) -> str:
+def _cache_key(root: Path, files: list[str], image_size: int | None, strict: bool, seed: int,
+               test_fraction: float) -> str:  # fmt: skip
     entries = []
     for rel in files:
         st = (root / rel).stat()
@@ -141,21 +147,6 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray | None, bool, str]:
         return None, False, reason
 
 
-def _stratified_split(labels: np.ndarray, n_classes: int, test_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of held-out samples, seeded and stratified per class."""
-    rng = np.random.default_rng(seed)
-    is_test = np.zeros(len(labels), dtype=bool)
-    if test_fraction <= 0:
-        return is_test
-    for c in range(n_classes):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < 2:
-            continue
-        n_test = min(max(1, round(len(idx) * test_fraction)), len(idx) - 1)
-        is_test[rng.permutation(idx)[:n_test]] = True
-    return is_test
-
-
 def _layout(
     root: str, rels: list[str], test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, list[str]]:
@@ -184,7 +175,7 @@ def _layout(
         classes = sorted(tops)
         lookup = {c: i for i, c in enumerate(classes)}
         labels = np.array([lookup[p[0]] for p in parts], dtype=np.int64)
-        is_test = _stratified_split(labels, len(classes), test_fraction, seed)
+        is_test = stratified_holdout(labels, test_fraction, seed)
     else:
         return everything, None, None, None, []
     train, test = everything[~is_test], everything[is_test]
@@ -221,14 +212,31 @@ def _write_cache(folder: Path, arrays: dict[str, np.ndarray | None], meta: dict)
     os.replace(tmp, folder / "meta.json")  # written last: its presence marks a complete entry
 
 
+def _native_size(root: Path, files: list[str]) -> int:
+    """The side a folder's images are cached at when none is asked for: the largest shorter side among
+    them when every image is at most DEFAULT_FOLDER_SIZE (small images are not upsampled), else the
+    default. Reads only the headers; unreadable files are left to the decoder to skip or report."""
+    largest = 0
+    for rel in files:
+        try:
+            with Image.open(root / rel) as im:
+                side = min(im.size)
+        except Exception:  # noqa: BLE001 - not an image, or damaged: the decode pass reports it
+            continue
+        if side > DEFAULT_FOLDER_SIZE:
+            return DEFAULT_FOLDER_SIZE
+        largest = max(largest, side)
+    return largest or DEFAULT_FOLDER_SIZE
+
+
 def load_image_folder(
     path: str | os.PathLike,
-    image_size: int = 64,
+    image_size: int | None = None,
     strict: bool = False,
     seed: int = 0,
     test_fraction: float = 0.2,
     log: Callable[[str], object] = print,
-) -> ImageDataset:
+) -> Dataset:
     """Decode a folder of images (see the module docstring for layouts and conversions).
 
     Unreadable files are skipped and reported in one ``log`` line, or raise
@@ -242,7 +250,7 @@ def load_image_folder(
         raise UserError(f"image folder {name} does not exist; check the path")
     if not root.is_dir():
         raise UserError(f"{name} is not a folder; pass a folder of images (one sub-folder per class for labels)")
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1):
         raise UserError(f"image_size must be a positive integer, got {image_size!r}")
     if not 0.0 <= float(test_fraction) < 1.0:
         raise UserError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
@@ -253,14 +261,21 @@ def load_image_folder(
 
     folder = cache_dir() / "folders" / _cache_key(root, files, image_size, strict, seed, float(test_fraction))
     cached = _load_cached(folder)
+    if cached is None and image_size is not None:  # decoded before at its native size, which is this one?
+        key = _cache_key(root, files, None, strict, seed, float(test_fraction))
+        native = _load_cached(cache_dir() / "folders" / key)
+        cached = native if native is not None and native[0].get("size") == image_size else None
     if cached is None:
-        arrays, meta = _decode_all(root, name, files, image_size, strict, seed, float(test_fraction))
+        size = _native_size(root, files) if image_size is None else image_size  # the key keeps None: scan once
+        arrays, meta = _decode_all(root, name, files, size, strict, seed, float(test_fraction))
         _write_cache(folder, arrays, meta)
         cached = _load_cached(folder) or (meta, arrays)  # memory-mapped, exactly as a later call sees it
     meta, arrays = cached
     if meta["skipped"]:
         log(_skipped_line(name, meta["skipped"], meta["total"], meta["skipped_examples"]))
-    return ImageDataset(name=name, classes=list(meta["classes"]), **arrays)
+    a = arrays
+    test = Split(a["test_x"], a["test_y"]) if a["test_x"] is not None else None
+    return Dataset(name, image_spec(a["train_x"]), Split(a["train_x"], a["train_y"]), test, list(meta["classes"]))
 
 
 def _no_images(name: str, unreadable: int) -> str:
@@ -314,6 +329,7 @@ def _decode_all(
     }
     meta = {
         "version": CACHE_VERSION,
+        "size": image_size,
         "classes": classes,
         "skipped": len(skipped),
         "skipped_examples": skipped[:3],

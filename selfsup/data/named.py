@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.data.base import ImageDataset
+from selfsup.data.base import Dataset, Split
 from selfsup.data.cache import cache_dir, load_array, save_array
+from selfsup.data.image import image_spec
 from selfsup.errors import UserError
 from selfsup.registry import DATASETS
 
@@ -86,8 +87,13 @@ def _cached(name: str, size: int, build) -> dict[str, np.ndarray]:
     return {k: load_array(folder / f"{k}.npy") for k in keys}
 
 
+def _dataset(name: str, a: dict[str, np.ndarray], classes: list[str]) -> Dataset:
+    return Dataset(name, image_spec(a["train_x"]), Split(a["train_x"], a["train_y"]), Split(a["test_x"], a["test_y"]),
+                   classes)  # fmt: skip
+
+
 @DATASETS.register("fashion-mnist")
-def fashion_mnist(image_size: int | None = None, **_) -> ImageDataset:
+def fashion_mnist(image_size: int | None = None, **_) -> Dataset:
     """Zalando's Fashion-MNIST: 60,000 train / 10,000 test, 28x28 gray, 10 classes."""
     size = image_size or 28
 
@@ -101,12 +107,11 @@ def fashion_mnist(image_size: int | None = None, **_) -> ImageDataset:
                   "test_x": x_te[:, None], "test_y": y_te.astype(np.int64)}  # fmt: skip
         return arrays, 28
 
-    a = _cached("fashion-mnist", size, build)
-    return ImageDataset("fashion-mnist", a["train_x"], a["train_y"], a["test_x"], a["test_y"], list(FMNIST_CLASSES))
+    return _dataset("fashion-mnist", _cached("fashion-mnist", size, build), list(FMNIST_CLASSES))
 
 
 @DATASETS.register("digits")
-def digits(image_size: int | None = None, **_) -> ImageDataset:
+def digits(image_size: int | None = None, **_) -> Dataset:
     """scikit-learn's 1,797 8x8 handwritten digits; a seeded stratified 80/20 split."""
     size = image_size or 8
 
@@ -123,8 +128,7 @@ def digits(image_size: int | None = None, **_) -> ImageDataset:
             test[idx[: len(idx) // 5]] = True
         return {"train_x": x[~test], "train_y": y[~test], "test_x": x[test], "test_y": y[test]}, 8
 
-    a = _cached("digits", size, build)
-    return ImageDataset("digits", a["train_x"], a["train_y"], a["test_x"], a["test_y"], [str(i) for i in range(10)])
+    return _dataset("digits", _cached("digits", size, build), [str(i) for i in range(10)])
 
 
 # ----------------------------------------------------------------------------- fetching
@@ -143,7 +147,7 @@ def fetch_fashion_mnist(log=print) -> Path:
     if found is None:
         raise UserError(f"could not fetch Fashion-MNIST: neither apt-get nor the internet answered; {_HOW_TO_GET}")
     ds = fashion_mnist()
-    log(f"fashion-mnist: {len(ds)} train / {len(ds.test_x)} test images from {found}, verified and cached")
+    log(f"fashion-mnist: {len(ds)} train / {len(ds.test)} test images from {found}, verified and cached")
     return found
 
 

@@ -1,56 +1,71 @@
-"""Backbones behind one contract: ``dim`` and ``forward(x, mask=None) -> Features``.
+"""Backbones behind one contract: ``dim`` and ``forward(x, mask=None, lengths=None) -> Features``.
+
+An encoder is built from ``(name, spec, params)``: ``name`` picks a registered builder, ``spec`` says
+what a sample is, and ``params`` is checked against the builder's own dataclass (``builder.Params``):
+an unknown field is an error naming the field and the known ones. ``resolve_encoder_params`` fills
+in what is left open (sizes chosen for the device, patch size for the image size, ...) so a run's
+``config.yaml`` and ``encoder.json`` hold the whole architecture.
 
 Every module in this package registers its encoders when imported; they are all imported here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import inspect
 import pkgutil
 
-import torch
-from torch import nn
-
-from selfsup.encoders.base import Encoder, Features, ImageInput
+from selfsup.config import from_dict
+from selfsup.encoders.base import Encoder, Features, ImageInput, masked_mean, padding_mask
+from selfsup.errors import UserError
 from selfsup.registry import ENCODERS
 
 for _m in pkgutil.iter_modules(__path__):
-    if _m.name != "base":
+    if _m.name not in ("base", "transformer"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
 
-def build_encoder(name: str, **kwargs) -> Encoder:
-    """The registered encoder ``name``; keyword arguments it does not take (a ViT's ``patch_size``
-    for a ResNet, a ResNet's ``width`` for a ViT) are dropped, and None means "its default"."""
+def _check_kind(name: str, builder, spec) -> None:
+    if getattr(builder, "spec_kind", None) != spec.kind:
+        raise UserError(f"encoder {name} takes {builder.spec_kind} data, not {spec.kind}; "
+                        f"choose an encoder for {spec.kind} data (selfsup list encoders)")  # fmt: skip
+
+
+def encoder_params(name: str, params) -> object:
+    """``params`` (a dict or the builder's dataclass) checked against encoder ``name``'s Params."""
     builder = ENCODERS.get(name)
-    params = inspect.signature(builder).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return builder(**{k: v for k, v in kwargs.items() if v is not None})
+    if isinstance(params, builder.Params):
+        return params
+    return from_dict(builder.Params, dict(params or {}), f"encoder.params ({name})")
 
 
-def encoder_kwargs(enc_cfg) -> dict:
-    """The EncoderConfig fields a builder may take."""
-    return {k: getattr(enc_cfg, k) for k in ("small_stem", "width", "patch_size", "dim", "depth", "heads")}
+def resolve_encoder_params(name: str, spec, params, device_type: str = "cpu") -> tuple[dict, str | None]:
+    """-> (every field of the builder's Params filled in, a one-line note when a size was chosen for the device)."""
+    builder = ENCODERS.get(name)
+    _check_kind(name, builder, spec)
+    given = encoder_params(name, params)
+    resolved = given.resolve(spec, device_type, name)
+    return dataclasses.asdict(resolved), given.size_note(name, device_type)
 
 
-# On CPU, channels_last convolutions train ResNets about a third faster (measured: SimCLR, width 16, 28 px,
-# 2 cores), but with torch 2.14.1 on a 2-core AMD EPYC single-threaded training of a width-4 ResNet in
-# channels_last corrupted the heap ("corrupted size vs. prev_size", then SIGABRT) while widths 8 and 16
-# and the default layout trained cleanly; so on CPU narrow convolutions keep the default layout.
-CPU_CHANNELS_LAST_MIN = 8
+def build_encoder(name: str, spec, params=None) -> Encoder:
+    """The registered encoder ``name`` for samples described by ``spec``; ``params`` as for
+    ``resolve_encoder_params`` (fields left None are resolved for the CPU)."""
+    builder = ENCODERS.get(name)
+    _check_kind(name, builder, spec)
+    resolved = encoder_params(name, params).resolve(spec, "cpu", name)
+    return builder(spec, resolved)
 
 
-def use_channels_last(module: nn.Module, device: torch.device | str) -> bool:
-    """Whether ``module`` (an encoder, or a model holding one) should run in channels_last on ``device``:
-    on CUDA whenever it has convolutions; on CPU when every convolution has >= 8 output channels."""
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        return False
-    if torch.device(device).type == "cuda":
-        return True
-    return min(c.out_channels for c in convs) >= CPU_CHANNELS_LAST_MIN
+def describe_encoder(name: str, params: dict) -> str:
+    """'resnet18 width 16', 'vit_tiny dim 96 depth 6 patch_size 4': the fields that say an encoder's size."""
+    shown = getattr(ENCODERS.get(name).Params, "SHOWN", ()) if name in ENCODERS else ()
+    return " ".join([name, *[f"{k} {params[k]}" for k in shown if params.get(k) is not None]])
 
 
-__all__ = ["Encoder", "Features", "ImageInput", "build_encoder", "encoder_kwargs", "use_channels_last"]
+def encoder_fields(name: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(ENCODERS.get(name).Params)}
+
+
+__all__ = ["Encoder", "Features", "ImageInput", "build_encoder", "describe_encoder", "encoder_fields", "encoder_params",
+           "masked_mean", "padding_mask", "resolve_encoder_params"]  # fmt: skip

@@ -1,4 +1,9 @@
-"""The encoder contract every backbone of every modality follows."""
+"""The encoder contract every backbone of every modality follows.
+
+``forward(x, mask=None, lengths=None) -> Features(tokens, pooled, lengths)``: ``tokens`` [B, T, D]
+(spatial positions, patches, frames or tokens; None if an encoder has none), ``pooled`` [B, D] and
+``lengths`` [B] (valid tokens per sample; None when every sample has all T). Pooling ignores padding.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,29 @@ from torch import Tensor, nn
 
 
 class Features(NamedTuple):
-    tokens: Tensor | None  # [B, T, D] (spatial positions, patches, frames) or None
+    tokens: Tensor | None  # [B, T, D] or None
     pooled: Tensor  # [B, D]
+    lengths: Tensor | None = None  # [B] valid tokens per sample; None: all T are valid
+
+
+def padding_mask(lengths: Tensor, T: int) -> Tensor:
+    """bool [B, T], True at valid positions (``t < lengths[b]``)."""
+    return torch.arange(T, device=lengths.device)[None] < lengths[:, None]
+
+
+def masked_mean(tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """Mean over the valid tokens: tokens [B, T, D], lengths [B] or None -> [B, D]."""
+    if lengths is None:
+        return tokens.mean(1)
+    valid = padding_mask(lengths.to(tokens.device), tokens.shape[1]).to(tokens.dtype).unsqueeze(-1)  # [B, T, 1]
+    return (tokens * valid).sum(1) / valid.sum(1).clamp_min(1)
 
 
 class ImageInput(nn.Module):
     """uint8 or [0, 1] float images -> normalized float, with the dataset's mean/std as buffers.
 
-    Normalization lives inside the encoder so a saved encoder embeds raw images
-    with nothing else to remember.
+    The image encoders' front end: normalization lives inside the encoder, so a saved encoder embeds
+    raw images with nothing else to remember.
     """
 
     def __init__(self, channels: int, mean: float | list[float] = 0.5, std: float | list[float] = 0.25):
@@ -34,20 +53,20 @@ class ImageInput(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Base for encoders: ``dim`` and ``forward(x, mask=None) -> Features``.
+    """Base for encoders: ``dim`` and ``forward(x, mask=None, lengths=None) -> Features``.
 
     ``embed`` is the convenience every evaluation uses: pooled features in eval mode.
     """
 
     dim: int
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Features:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def forward(self, x: Tensor, mask: Tensor | None = None, lengths: Tensor | None = None) -> Features:
+        raise NotImplementedError  # pragma: no cover - abstract
 
     @torch.no_grad()
-    def embed(self, x: Tensor) -> Tensor:
+    def embed(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         was_training = self.training
         self.eval()
-        out = self.forward(x).pooled
+        out = self.forward(x, lengths=lengths).pooled
         self.train(was_training)
         return out

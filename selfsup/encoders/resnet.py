@@ -6,18 +6,44 @@ image still reaches the last stage at 4x4 instead of 1x1.
 
 ``width`` is the channel count of the first stage (64 in the paper, doubling per
 stage). At width 64 the network is exactly torchvision's resnet18 / resnet50 without
-its classifier; a narrower one (e.g. 16) is the practical choice on a few CPU cores.
+its classifier. Left unset, it is chosen for the device: the paper's 64 on a GPU, 16 on
+a CPU, where the paper's network trains a step in tens of seconds (see ``ResNetParams``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
+from selfsup.data.spec import ImageSpec
 from selfsup.encoders.base import Encoder, Features, ImageInput
+from selfsup.errors import UserError
 from selfsup.registry import ENCODERS
 
 _LAYOUT = {18: (BasicBlock, [2, 2, 2, 2]), 50: (Bottleneck, [3, 4, 6, 3])}
+PAPER_WIDTH, CPU_WIDTH = 64, 16
+
+
+@dataclass
+class ResNetParams:
+    width: int | None = None  # first-stage channels; None: 64 (the paper's) on a GPU, 16 on a CPU
+    small_stem: bool | None = None  # None: the 3x3 stem without max-pool for inputs of 64 px or less
+    SHOWN = ("width",)  # what tables print of the size
+
+    def resolve(self, spec: ImageSpec, device_type: str, name: str = "resnet18") -> ResNetParams:
+        width = self.width if self.width is not None else (PAPER_WIDTH if device_type == "cuda" else CPU_WIDTH)
+        if width < 4:
+            raise UserError(f"encoder.width={width} must be at least 4")
+        return ResNetParams(width, spec.size <= 64 if self.small_stem is None else bool(self.small_stem))
+
+    def size_note(self, name: str, device_type: str) -> str | None:
+        """One line when the size was chosen for the device, with the flag that overrides it."""
+        if self.width is not None or device_type == "cuda":
+            return None
+        return (f"encoder: {name} at width {CPU_WIDTH} for a CPU (the paper's width {PAPER_WIDTH} trains a step in "
+                f"tens of seconds here); set --width to choose another")  # fmt: skip
 
 
 def _stage(block, inplanes: int, planes: int, blocks: int, stride: int) -> tuple[nn.Sequential, int]:
@@ -32,15 +58,13 @@ def _stage(block, inplanes: int, planes: int, blocks: int, stride: int) -> tuple
 
 
 class ResNetEncoder(Encoder):
-    def __init__(self, depth: int = 18, in_channels: int = 3, image_size: int = 224, small_stem: bool | None = None,
-                 width: int = 64, mean: float | list[float] = 0.5, std: float | list[float] = 0.25):  # fmt: skip
+    def __init__(self, depth: int, spec: ImageSpec, width: int = 64, small_stem: bool = True):
         super().__init__()
         block, counts = _LAYOUT[depth]
-        small = image_size <= 64 if small_stem is None else small_stem
-        conv1 = (nn.Conv2d(in_channels, width, 3, 1, 1, bias=False) if small
-                 else nn.Conv2d(in_channels, width, 7, 2, 3, bias=False))  # fmt: skip
-        pool = nn.Identity() if small else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.input = ImageInput(in_channels, mean, std)
+        c = spec.channels
+        conv1 = nn.Conv2d(c, width, 3, 1, 1, bias=False) if small_stem else nn.Conv2d(c, width, 7, 2, 3, bias=False)
+        pool = nn.Identity() if small_stem else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.input = ImageInput(c, list(spec.mean), list(spec.std))
         self.stem = nn.Sequential(conv1, nn.BatchNorm2d(width), nn.ReLU(inplace=True), pool)
         stages, inplanes = [], width
         for i, n in enumerate(counts):
@@ -52,21 +76,22 @@ class ResNetEncoder(Encoder):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Features:
-        if mask is not None:
-            raise ValueError("ResNet encoders take no token mask")
+    def forward(self, x: Tensor, mask: Tensor | None = None, lengths: Tensor | None = None) -> Features:
+        if mask is not None or lengths is not None:
+            raise ValueError("ResNet encoders take whole images: no token mask, no lengths")
         h = self.layers(self.stem(self.input(x)))  # [B, D, h, w]
         tokens = h.flatten(2).transpose(1, 2)  # [B, h*w, D]
         return Features(tokens=tokens, pooled=h.mean(dim=(2, 3)))  # pooled [B, D]
 
 
-@ENCODERS.register("resnet18")
-def resnet18(in_channels: int = 3, image_size: int = 224, small_stem: bool | None = None, width: int = 64,
-             mean: float | list[float] = 0.5, std: float | list[float] = 0.25) -> ResNetEncoder:  # fmt: skip
-    return ResNetEncoder(18, in_channels, image_size, small_stem, width, mean, std)
+def _builder(depth: int):
+    def build(spec: ImageSpec, params: ResNetParams) -> ResNetEncoder:
+        return ResNetEncoder(depth, spec, params.width, params.small_stem)
+
+    build.Params, build.spec_kind = ResNetParams, "image"
+    build.__doc__ = f"ResNet-{depth} (torchvision's blocks; CIFAR stem at 64 px or less)."
+    return build
 
 
-@ENCODERS.register("resnet50")
-def resnet50(in_channels: int = 3, image_size: int = 224, small_stem: bool | None = None, width: int = 64,
-             mean: float | list[float] = 0.5, std: float | list[float] = 0.25) -> ResNetEncoder:  # fmt: skip
-    return ResNetEncoder(50, in_channels, image_size, small_stem, width, mean, std)
+ENCODERS.register("resnet18")(_builder(18))
+ENCODERS.register("resnet50")(_builder(50))

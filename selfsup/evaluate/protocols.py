@@ -1,44 +1,58 @@
-"""Evaluation protocols on frozen features: weighted kNN and a linear probe; label subsets."""
+"""Frozen-feature protocols: weighted kNN and a linear probe whose L2 strength is chosen on validation.
+
+Both take features ``[N, D]`` and class ids; nothing here knows what a sample is. The registered
+protocol entries (``PROTOCOLS``) say how a protocol uses the encoder: ``frozen`` ones (knn, linear)
+read pooled features once, the others (finetune) train a copy of the encoder.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.registry import EVALUATIONS
+from selfsup.data.splits import balanced_subset  # noqa: F401  (re-exported)
+from selfsup.registry import PROTOCOLS
+
+WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2)  # the linear probe's L2 grid, chosen on validation
 
 
-def balanced_subset(y: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
-    """Seeded, class-balanced indices: ``round(fraction * n_c)`` (at least 1) of each class c.
-
-    The per-class order is fixed by the seed, so smaller fractions are subsets of larger ones.
-    """
-    rng = np.random.default_rng(seed)
-    picked = []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        picked.append(idx[: max(1, int(round(fraction * len(idx))))])
-    return np.sort(np.concatenate(picked))
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    frozen: bool  # True: reads frozen pooled features; False: trains a copy of the encoder
+    description: str
 
 
-@EVALUATIONS.register("knn")
+for _p in (Protocol("knn", True, "weighted kNN on frozen features (k=200, cosine, T=0.07)"),
+           Protocol("linear", True, "logistic regression on frozen standardized features, L2 chosen on validation"),
+           Protocol("finetune", False, "the whole encoder + a task head, AdamW, warm-up + cosine")):  # fmt: skip
+    PROTOCOLS.register(_p.name)(_p)
+
+
 @torch.no_grad()
-def knn_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, num_classes: int,
-                 k: int = 200, temperature: float = 0.07, chunk: int = 1024, **_) -> float:  # fmt: skip
+def knn_predict(train_f: Tensor, train_y: Tensor, query_f: Tensor, num_classes: int, k: int = 200,
+                temperature: float = 0.07, chunk: int = 1024) -> Tensor:  # fmt: skip
     """Weighted kNN (Wu et al. 2018, InstDisc): cosine similarity, the k nearest vote with weight exp(s / T)."""
-    train_f, test_f = F.normalize(train_f.float(), dim=1), F.normalize(test_f.float(), dim=1)
+    train_f, query_f = F.normalize(train_f.float(), dim=1), F.normalize(query_f.float(), dim=1)
     k = min(k, train_f.shape[0])
-    correct = 0
-    for i in range(0, test_f.shape[0], chunk):
-        sim = test_f[i : i + chunk] @ train_f.T  # [b, N]
+    preds = []
+    for i in range(0, query_f.shape[0], chunk):
+        sim = query_f[i : i + chunk] @ train_f.T  # [b, N]
         top_s, top_i = sim.topk(k, dim=1)  # [b, k]
         weights = (top_s / temperature).exp()
         votes = torch.zeros(sim.shape[0], num_classes, dtype=weights.dtype, device=weights.device)
         votes.scatter_add_(1, train_y[top_i], weights)  # [b, C]
-        correct += (votes.argmax(1) == test_y[i : i + chunk]).sum().item()
-    return correct / test_f.shape[0]
+        preds.append(votes.argmax(1))
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+
+
+def knn_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, num_classes: int,
+                 k: int = 200, temperature: float = 0.07, chunk: int = 1024, **_) -> float:  # fmt: skip
+    pred = knn_predict(train_f, train_y, test_f, num_classes, k, temperature, chunk)
+    return (pred == test_y).float().mean().item()
 
 
 def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, wd: float, iters: int) -> Tensor:
@@ -62,28 +76,36 @@ def _predict(w: Tensor, x: Tensor) -> Tensor:
     return (torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1) @ w).argmax(1)
 
 
-@EVALUATIONS.register("linear")
-def linear_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, num_classes: int,
-                    weight_decays=(1e-5, 1e-4, 1e-3, 1e-2), iters: int = 100, seed: int = 0, **_) -> float:  # fmt: skip
-    """A linear classifier on frozen, standardized features.
+def linear_probe(train_f: Tensor, train_y: Tensor, eval_sets: dict[str, tuple[Tensor, Tensor]], num_classes: int,
+                 weight_decays=WEIGHT_DECAYS, iters: int = 100, select_on: str = "val"
+                 ) -> tuple[dict[str, float], float]:  # fmt: skip
+    """A linear classifier on frozen features standardized with the training subset's statistics.
 
-    The L2 strength is chosen on a seeded 20% hold-out of the labelled subset, then the
-    classifier is refit on the whole subset and scored on the test split.
+    One classifier per L2 strength is fit on the training subset; the one with the best accuracy on
+    ``eval_sets[select_on]`` (the validation split) is kept and scored on every eval set. Returns
+    ({split: accuracy}, the chosen L2 strength). Without a ``select_on`` set the first strength is used.
     """
     with torch.enable_grad():
-        train_f, test_f = train_f.float().cpu(), test_f.float().cpu()
-        train_y, test_y = train_y.cpu(), test_y.cpu()
-        mu, sd = train_f.mean(0), train_f.std(0).clamp_min(1e-6) if len(train_f) > 1 else 1.0
-        train_f, test_f = (train_f - mu) / sd, (test_f - mu) / sd
-        best = weight_decays[0]
-        if len(weight_decays) > 1 and train_f.shape[0] >= 20:
-            perm = torch.randperm(train_f.shape[0], generator=torch.Generator().manual_seed(seed))
-            cut = train_f.shape[0] // 5
-            val, fit = perm[:cut], perm[cut:]
-            scores = []
-            for wd in weight_decays:
-                w = _fit_logreg(train_f[fit], train_y[fit], num_classes, wd, iters)
-                scores.append((_predict(w, train_f[val]) == train_y[val]).float().mean().item())
-            best = weight_decays[int(np.argmax(scores))]
-        w = _fit_logreg(train_f, train_y, num_classes, best, iters)
-        return (_predict(w, test_f) == test_y).float().mean().item()
+        train_f, train_y = train_f.float().cpu(), train_y.cpu()
+        mu = train_f.mean(0)
+        sd = train_f.std(0).clamp_min(1e-6) if len(train_f) > 1 else torch.ones_like(mu)
+        norm = lambda f: (f.float().cpu() - mu) / sd  # noqa: E731
+        train_f = norm(train_f)
+        sets = {k: (norm(f), y.cpu()) for k, (f, y) in eval_sets.items()}
+        acc = lambda w, s: (_predict(w, sets[s][0]) == sets[s][1]).float().mean().item()  # noqa: E731
+        candidates = list(weight_decays) if select_on in sets else list(weight_decays)[:1]
+        fits = [(wd, _fit_logreg(train_f, train_y, num_classes, wd, iters)) for wd in candidates]
+        best_wd, best_w = max(fits, key=lambda f: acc(f[1], select_on)) if len(fits) > 1 else fits[0]
+        return {s: acc(best_w, s) for s in sets}, best_wd
+
+
+def linear_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, num_classes: int,
+                    val_f: Tensor | None = None, val_y: Tensor | None = None, **kw) -> float:  # fmt: skip
+    """Test accuracy of ``linear_probe`` (L2 chosen on the validation features when given)."""
+    sets = {"test": (test_f, test_y)}
+    if val_f is not None:
+        sets["val"] = (val_f, val_y)
+    return linear_probe(train_f, train_y, sets, num_classes, **kw)[0]["test"]
+
+
+__all__ = ["Protocol", "WEIGHT_DECAYS", "knn_accuracy", "knn_predict", "linear_accuracy", "linear_probe"]

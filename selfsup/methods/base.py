@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 class Output(NamedTuple):
     loss: Tensor  # scalar
-    metrics: dict[str, float]
+    metrics: dict[str, Tensor]  # 0-d tensors, detached; turned into floats only at logging steps (no host sync)
     embedding: Tensor | None = None  # [B, D] representation for the collapse monitor
 
 

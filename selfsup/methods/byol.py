@@ -51,7 +51,15 @@ from torch import Tensor, nn
 from selfsup.methods._momentum import cosine_momentum, ema_update_, momentum_copy
 from selfsup.methods.base import Output, mlp_head
 from selfsup.registry import METHODS
-from selfsup.views import color_jitter, gaussian_blur, random_grayscale, random_resized_crop
+from selfsup.views import (
+    blur_p_for,
+    color_jitter,
+    gaussian_blur,
+    random_grayscale,
+    random_resized_crop,
+    solarize,
+    to_float,
+)
 
 
 @dataclass
@@ -77,29 +85,21 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     return (2 - 2 * F.cosine_similarity(p.float(), z.float(), dim=1)).mean()
 
 
-def solarize(x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
-    """With probability p per sample, invert the pixels >= 0.5 (PIL's solarize at 128). x [B, C, H, W] in [0, 1]."""
-    chosen = (torch.rand(x.shape[0], generator=generator, device=x.device) < p).view(-1, 1, 1, 1)  # [B, 1, 1, 1]
-    return torch.where(chosen & (x >= 0.5), 1 - x, x)
-
-
 @METHODS.register("byol")
 class BYOL(nn.Module):
     modality = "image"
     Params = BYOLParams
     defaults = {"optimizer": "sgd", "lr": 0.8, "weight_decay": 1.5e-6}  # lr per 256 images
 
-    def __init__(self, encoder: nn.Module, params: BYOLParams, image_size: int):
+    def __init__(self, encoder: nn.Module, params: BYOLParams, spec):
         super().__init__()
-        self.encoder, self.params, self.image_size = encoder, params, image_size
+        self.encoder, self.params, self.image_size = encoder, params, spec.size
         hidden = params.proj_hidden or 4 * encoder.dim
         self.projector = mlp_head(encoder.dim, hidden, params.proj_dim)
         self.predictor = mlp_head(params.proj_dim, params.pred_hidden or hidden, params.proj_dim)
         self.target_encoder = momentum_copy(self.encoder)
         self.target_projector = momentum_copy(self.projector)
-        big = image_size > 64
-        self.blur = (params.blur_p1 if params.blur_p1 is not None else (1.0 if big else 0.0),
-                     params.blur_p2 if params.blur_p2 is not None else (0.1 if big else 0.0))  # fmt: skip
+        self.blur = (blur_p_for(spec.size, 1.0, params.blur_p1), blur_p_for(spec.size, 0.1, params.blur_p2))
 
     def _view(self, x: Tensor, generator, blur_p: float, solarize_p: float) -> Tensor:
         out = random_resized_crop(x, self.image_size, scale=(self.params.crop_scale_min, 1.0), flip_p=0.5,
@@ -112,9 +112,9 @@ class BYOL(nn.Module):
             out = solarize(out, solarize_p, generator=generator)
         return out
 
-    def views(self, x: Tensor, generator) -> tuple[Tensor, Tensor]:
+    def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor]:
         """x uint8 [B, C, H, W] -> two float views [B, C, S, S] from BYOL's two view distributions."""
-        x = x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.float()
+        x = to_float(x)
         sol = self.params.solarize_p2 if self.params.solarize_p2 is not None else (0.2 if x.shape[1] == 3 else 0.0)
         return self._view(x, generator, self.blur[0], 0.0), self._view(x, generator, self.blur[1], sol)
 

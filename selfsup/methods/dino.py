@@ -52,8 +52,6 @@ on 4096 Fashion-MNIST images, ResNet-18 at width 8, 40-80 steps of batch 128):
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -61,9 +59,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup import distributed as D
+from selfsup.methods._momentum import cosine_momentum, ema_update_, momentum_copy
 from selfsup.methods.base import Output
 from selfsup.registry import METHODS
-from selfsup.views import ImageAugment
+from selfsup.views import ImageAugment, blur_p_for, solarize, to_float
 
 
 @dataclass
@@ -86,13 +85,6 @@ class DINOParams:
     jitter_strength: float = 0.5  # SimCLR's s: brightness/contrast 0.4, as DINO's jitter
     solarize_p: float = 0.2  # second global crop
     blur: bool | None = None  # None: the paper's blur above 64 px, off for small images
-
-
-def solarize(x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
-    """Invert the pixels >= 0.5 of each sample with probability ``p``. x: [B, C, H, W] in [0, 1]."""
-    chosen = (torch.rand(x.shape[0], generator=generator, device=x.device) < p).to(x.dtype)  # [B]
-    inverted = torch.where(x >= 0.5, 1 - x, x)
-    return torch.lerp(x, inverted, chosen.view(-1, 1, 1, 1))
 
 
 class DINOHead(nn.Module):
@@ -135,19 +127,22 @@ class DINO(nn.Module):
     modality = "image"
     Params = DINOParams
     defaults = {"optimizer": "sgd", "lr": 1.0, "weight_decay": 1e-4}  # lr per 256 images
+    eval_encoder = "teacher_encoder"  # the paper evaluates the teacher (its BN statistics come from global crops)
 
-    def __init__(self, encoder: nn.Module, params: DINOParams, image_size: int):
+    def __init__(self, encoder: nn.Module, params: DINOParams, spec):
         super().__init__()
         p = self.params = params
         self.encoder = encoder
         self.head = DINOHead(encoder.dim, p.out_dim, p.hidden_dim, p.bottleneck_dim, p.head_bn)
-        self.teacher_encoder = copy.deepcopy(encoder).requires_grad_(False)
-        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.teacher_encoder = momentum_copy(encoder)
+        self.teacher_head = momentum_copy(self.head)
         self.register_buffer("center", torch.zeros(1, p.out_dim))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # after_step calls so far
         self.register_buffer("total_steps", torch.zeros((), dtype=torch.long))  # 0: not known yet
-        blur = p.blur if p.blur is not None else image_size > 64
-        self.local_size = p.local_size or max(1, round(image_size * 96 / 224))
+        image_size = spec.size
+        blur = blur_p_for(image_size, 1.0, p.blur) > 0
+        patch = getattr(encoder, "patch_size", 1)  # a ViT sees whole patches: local crops are a multiple of its patch
+        self.local_size = p.local_size or max(patch, round(image_size * 96 / 224 / patch) * patch)
         common = dict(jitter_strength=p.jitter_strength, flip_p=0.5, jitter_p=0.8, grayscale_p=0.2)
         g_scale = (p.global_scale_min, 1.0)
         self.global1 = ImageAugment(size=image_size, scale=g_scale, blur_p=1.0 if blur else 0.0, **common)
@@ -156,9 +151,9 @@ class DINO(nn.Module):
                                   blur_p=0.5 if blur else 0.0, **common)  # fmt: skip
 
     # ------------------------------------------------------------------ views
-    def views(self, x: Tensor, generator) -> tuple[Tensor, ...]:
+    def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, ...]:
         """x uint8 [B, C, H, W] -> 2 global crops [B, C, S, S], then n_local crops [B, C, s, s]."""
-        x = x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x
+        x = to_float(x)
         g1 = self.global1(x, generator)
         g2 = solarize(self.global2(x, generator), self.params.solarize_p, generator)
         return (g1, g2, *(self.local(x, generator) for _ in range(self.params.n_local)))
@@ -177,17 +172,15 @@ class DINO(nn.Module):
 
     def teacher_momentum(self, step: int, total: int) -> float:
         """Cosine from ``momentum`` at step 0 to 1 at the last step."""
-        return 1 - (1 - self.params.momentum) * (math.cos(math.pi * step / max(1, total)) + 1) / 2
+        return cosine_momentum(self.params.momentum, step, total)
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int | None) -> None:
         """EMA of the student into the teacher (parameters only; the teacher's BN statistics are its own)."""
         total = int(total_steps) if total_steps else 0  # None while the trainer times a few steps
         m = self.teacher_momentum(step, total) if total else self.params.momentum
-        student = [*self.encoder.parameters(), *self.head.parameters()]
-        teacher = [*self.teacher_encoder.parameters(), *self.teacher_head.parameters()]
-        for t, s in zip(teacher, student, strict=True):
-            t.mul_(m).add_(s.detach(), alpha=1 - m)
+        ema_update_(self.teacher_encoder, self.encoder, m)
+        ema_update_(self.teacher_head, self.head, m)
         self.steps_done.fill_(step + 1)
         self.total_steps.fill_(total)
 
@@ -219,5 +212,5 @@ class DINO(nn.Module):
         loss = dino_loss(student_logits, teacher_probs, self.params.student_temp)
         self.update_center(teacher_logits)
         entropy = -(teacher_probs * teacher_logp).sum(-1).mean()  # each teacher crop is in V - 1 pairs
-        metrics = {"teacher_entropy": entropy.item(), "kl": (loss.detach() - entropy).item()}
+        metrics = {"teacher_entropy": entropy.detach(), "kl": loss.detach() - entropy.detach()}
         return Output(loss, metrics, h_global[: batch[0].shape[0]].detach())

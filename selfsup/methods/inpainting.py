@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from selfsup.errors import UserError
 from selfsup.methods.base import Output
 from selfsup.registry import METHODS
-from selfsup.views import random_resized_crop
+from selfsup.views import random_resized_crop, to_float
 from selfsup.views.masking import center_block_mask, dilate_mask, fill_masked, random_block_mask
 
 MASKS = ("center", "random")
@@ -111,7 +111,7 @@ class Inpainting(nn.Module):
     Params = InpaintingParams
     defaults = {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4}  # lr per 256 images
 
-    def __init__(self, encoder: nn.Module, params: InpaintingParams, image_size: int):
+    def __init__(self, encoder: nn.Module, params: InpaintingParams, spec):
         super().__init__()
         if params.mask not in MASKS:
             raise UserError(f"method.params.mask={params.mask!r} must be one of: {', '.join(MASKS)}")
@@ -119,8 +119,8 @@ class Inpainting(nn.Module):
             raise UserError(f"method.params.bottleneck={params.bottleneck!r} must be one of: {', '.join(BOTTLENECKS)}")
         if not 0 < params.mask_area < 1:
             raise UserError(f"method.params.mask_area={params.mask_area} must be a fraction in (0, 1)")
+        image_size, channels = spec.size, spec.channels
         self.encoder, self.params, self.size = encoder, params, image_size
-        channels = encoder.input.mean.shape[1]
         self.grid = _token_grid(encoder, channels, image_size)
         width = params.decoder_width or encoder.dim
         n = self.grid * self.grid
@@ -143,10 +143,9 @@ class Inpainting(nn.Module):
             return center_block_mask(batch, s, s, p.mask_area, device=device)
         return random_block_mask(batch, s, s, p.mask_area, p.blocks, generator=generator, device=device)
 
-    def views(self, x: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
+    def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor, Tensor]:
         """x uint8 [B, C, H, W] -> (input with the hole at the mean, full image, float mask), each [B, ., S, S]."""
-        if x.dtype == torch.uint8:
-            x = x.to(torch.float32).div_(255)
+        x = to_float(x)
         image = random_resized_crop(x, self.size, scale=(self.params.crop_scale_min, 1.0), flip_p=0.5,
                                     generator=generator)  # fmt: skip
         mask = self.make_mask(x.shape[0], generator, x.device)  # [B, 1, S, S]

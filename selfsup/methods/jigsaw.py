@@ -58,7 +58,7 @@ from torch import Tensor, nn
 from selfsup.errors import UserError
 from selfsup.methods.base import Output, mlp_head
 from selfsup.registry import METHODS
-from selfsup.views import random_grayscale, random_resized_crop
+from selfsup.views import random_grayscale, random_resized_crop, to_float
 from selfsup.views.jigsaw import jigsaw_tiles, maximal_hamming_permutations, normalize_tiles, shuffle_tiles
 
 GRID = 3  # 3x3 tiles, as the paper
@@ -84,14 +84,20 @@ class Jigsaw(nn.Module):
     Params = JigsawParams
     defaults = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}  # lr per 256 puzzles
 
-    def __init__(self, encoder: nn.Module, params: JigsawParams, image_size: int):
+    def __init__(self, encoder: nn.Module, params: JigsawParams, spec):
         super().__init__()
         self.encoder, self.params = encoder, params
         if not 2 <= params.num_permutations <= 362880:
             raise UserError(f"method.params.num_permutations={params.num_permutations} must be in 2..362880 (9!)")
-        cell = max(1, round(params.canvas_scale * image_size / GRID))
+        cell = max(1, round(params.canvas_scale * spec.size / GRID))
         self.canvas = GRID * cell
         self.tile = min(cell, max(1, round(params.tile_fraction * cell)))
+        patch = getattr(encoder, "patch_size", 1)  # a ViT sees whole patches: tiles are a multiple of its patch
+        if self.tile % patch:
+            self.tile = max(patch, self.tile // patch * patch)
+            if self.tile > cell:
+                raise UserError(f"jigsaw cells of {cell} px are smaller than the encoder's {patch} px patches; "
+                                "use a smaller --patch-size or a larger method.canvas_scale")  # fmt: skip
         perms = maximal_hamming_permutations(params.num_permutations, GRID * GRID, params.permutation_seed)
         self.register_buffer("permutations", perms)  # [P, 9] int64, saved with the checkpoint
         d = encoder.dim
@@ -101,10 +107,9 @@ class Jigsaw(nn.Module):
             self.tile_head = nn.Sequential(nn.Linear(encoder.dim, d, bias=False), nn.BatchNorm1d(d), nn.ReLU(True))
         self.head = mlp_head(GRID * GRID * d, params.head_hidden, params.num_permutations)
 
-    def views(self, x: Tensor, generator) -> tuple[Tensor, Tensor]:
+    def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor]:
         """x uint8 [B, C, H, W] -> (tiles [9B, C, t, t], sample-major in shuffled order; labels [B])."""
-        if x.dtype == torch.uint8:
-            x = x.to(torch.float32).div_(255)
+        x = to_float(x)
         p = self.params
         canvas = random_resized_crop(x, self.canvas, scale=(p.crop_scale_min, 1.0), flip_p=0.5, generator=generator)
         rgb = canvas.shape[1] == 3
@@ -122,5 +127,5 @@ class Jigsaw(nn.Module):
         h = self.encoder(tiles).pooled  # [9B, D]
         logits = self.head(self.tile_head(h).view(B, -1))  # [B, 9D] in shuffled order -> [B, P]
         loss = F.cross_entropy(logits.float(), labels)
-        acc = (logits.argmax(1) == labels).float().mean().item()
+        acc = (logits.detach().argmax(1) == labels).float().mean()
         return Output(loss, {"perm_acc": acc}, h.view(B, GRID * GRID, -1).mean(1).detach())

@@ -34,11 +34,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from selfsup.encoders.vit import Block, VisionTransformer, init_weights, sincos_2d
+from selfsup.encoders.transformer import Transformer, init_weights, sincos_2d
+from selfsup.encoders.vit import VisionTransformer
 from selfsup.errors import UserError
 from selfsup.methods.base import Output
 from selfsup.registry import METHODS
-from selfsup.views import ImageAugment
+from selfsup.views import ImageAugment, random_token_mask, visible_count
 
 
 @dataclass
@@ -66,13 +67,13 @@ class MAE(nn.Module):
     defaults = {"optimizer": "adamw", "lr": 1.5e-3, "weight_decay": 0.05}  # lr per 256 images
     default_encoder = "vit_tiny"
 
-    def __init__(self, encoder: nn.Module, params: MAEParams, image_size: int):
+    def __init__(self, encoder: nn.Module, params: MAEParams, spec):
         super().__init__()
         if not isinstance(encoder, VisionTransformer):
             raise UserError("method mae needs a ViT encoder; use --encoder vit_tiny or vit_small")
         self.encoder, self.params = encoder, params
         n = encoder.num_patches
-        self.len_keep = int(n * (1 - params.mask_ratio))  # visible patches per image, as the reference code
+        self.len_keep = visible_count(n, params.mask_ratio)  # visible patches per image, as the reference code
         if not 0 < params.mask_ratio < 1 or not 0 < self.len_keep < n:
             raise UserError(f"method.mask_ratio={params.mask_ratio} must leave between 1 and {n - 1} of the "
                             f"{n} patches visible; use a value like 0.75")  # fmt: skip
@@ -80,17 +81,15 @@ class MAE(nn.Module):
         if d % params.decoder_heads or d % 4:
             raise UserError(f"method.decoder_dim={d} must be a multiple of 4 and of method.decoder_heads="
                             f"{params.decoder_heads}; use e.g. decoder_dim=128, decoder_heads=4")  # fmt: skip
-        channels = encoder.input.mean.shape[1]
         self.decoder_embed = nn.Linear(encoder.dim, d)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
         self.register_buffer("decoder_pos_embed", sincos_2d(d, encoder.grid, cls_token=False))  # [1, N, d] fixed
-        self.decoder_blocks = nn.ModuleList([Block(d, params.decoder_heads) for _ in range(params.decoder_depth)])
-        self.decoder_norm = nn.LayerNorm(d, eps=1e-6)
-        self.decoder_pred = nn.Linear(d, encoder.patch_size**2 * channels)  # pixels of one patch
-        for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
+        self.decoder = Transformer(d, params.decoder_depth, params.decoder_heads)  # blocks + final norm
+        self.decoder_pred = nn.Linear(d, encoder.patch_size**2 * spec.channels)  # pixels of one patch
+        for m in (self.decoder_embed, self.decoder_pred):
             init_weights(m)
         nn.init.normal_(self.mask_token, std=0.02)
-        self.augment = ImageAugment(size=image_size, scale=(params.crop_scale_min, 1.0), jitter_strength=0.0,
+        self.augment = ImageAugment(size=spec.size, scale=(params.crop_scale_min, 1.0), jitter_strength=0.0,
                                     jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)  # fmt: skip
 
     # ------------------------------------------------------------------ views
@@ -98,12 +97,9 @@ class MAE(nn.Module):
         """Per-sample random masking: bool [B, N], True = masked, exactly N - len_keep per row.
 
         Like the reference code: uniform noise per patch, the len_keep lowest are kept."""
-        n = self.encoder.num_patches
-        noise = torch.rand(batch, n, generator=generator, device=device)  # [B, N]
-        keep = noise.argsort(dim=1)[:, : self.len_keep]  # [B, len_keep]
-        return torch.ones(batch, n, dtype=torch.bool, device=device).scatter_(1, keep, False)
+        return random_token_mask(batch, self.encoder.num_patches, self.len_keep, generator, device)
 
-    def views(self, x: Tensor, generator) -> tuple[Tensor, Tensor]:
+    def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor]:
         """x uint8 [B, C, H, W] -> (float view [B, C, S, S] in [0, 1], mask bool [B, N])."""
         imgs = self.augment(x, generator)
         return imgs, self.random_mask(x.shape[0], generator, x.device)
@@ -119,10 +115,7 @@ class MAE(nn.Module):
         vis = self.decoder_embed(latent)  # [B, len_keep, d]
         h = self.mask_token.to(vis.dtype).expand(B, N, -1).clone()  # [B, N, d]
         h[~mask] = vis.reshape(-1, vis.shape[-1])  # visible tokens back in place (row-major order)
-        h = h + self.decoder_pos_embed
-        for block in self.decoder_blocks:
-            h = block(h)
-        return self.decoder_pred(self.decoder_norm(h))  # [B, N, p*p*C]
+        return self.decoder_pred(self.decoder(h + self.decoder_pos_embed))  # [B, N, p*p*C]
 
     def targets(self, imgs: Tensor) -> Tensor:
         """Reconstruction targets [B, N, p*p*C]: the encoder's normalized input pixels, per patch;

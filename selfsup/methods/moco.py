@@ -15,9 +15,11 @@ negatives for themselves; after each optimizer step f_k <- m f_k + (1 - m) f_q (
 Under DDP the keys of all ranks are gathered before they are enqueued, so every rank holds the same
 queue, and "shuffle BN" hides the positive pair from BatchNorm: the key images of all ranks are
 gathered, permuted with one permutation shared by the ranks, each rank encodes its slice, and the
-keys are put back in order. In a single process there is one BatchNorm batch and nothing to shuffle
-across, so shuffle BN is a no-op; ``train.sync_bn`` is the alternative under DDP (then set
-``shuffle_bn: false`` to save the gather of the key images).
+keys are put back in order. In a single process the same leak (MoCo sec. 3.3) is blocked by emulating
+it, as MoCo's own single-GPU demo does: the key batch is permuted and encoded in ``bn_splits``
+sub-batches, each with its own BatchNorm statistics, then put back in order, so a key is normalized
+with a random set of images other than its query's batch statistics. ``train.sync_bn`` is the
+alternative under DDP (then set ``shuffle_bn: false`` to save the gather of the key images).
 
 Paper hyperparameters (ImageNet, ResNet-50): K = 65536, m = 0.999, T = 0.07 (v1) / 0.2 (v2), MLP
 head 2048-2048-128 without BatchNorm (v2), SGD lr 0.03 x BatchSize/256, momentum 0.9, weight decay
@@ -46,6 +48,7 @@ images, batch 128, 80 steps; kNN / linear probe accuracy, random init 0.579 / 0.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +59,7 @@ from selfsup import distributed as D
 from selfsup.methods._momentum import ema_update_, momentum_copy
 from selfsup.methods.base import Output, mlp_head
 from selfsup.registry import METHODS
-from selfsup.views import ImageAugment
+from selfsup.views import ImageAugment, blur_p_for
 
 
 @dataclass
@@ -68,7 +71,8 @@ class MoCoParams:
     proj_dim: int = 128
     head_bn: bool = False  # v2's head has no BatchNorm
     symmetric: bool = False
-    shuffle_bn: bool = True  # under DDP; a no-op in one process
+    shuffle_bn: bool = True  # under DDP: across ranks; in one process: permuted sub-batches of the keys
+    bn_splits: int = 8  # one process: key sub-batches (MoCo's single-GPU demo: 8), at least 8 images each
     jitter_strength: float = 0.5  # brightness/contrast/saturation 0.4, hue 0.1 (v2)
     crop_scale_min: float = 0.2
     blur_p: float | None = None  # None: 0.5 above 64 px, off for small images
@@ -80,25 +84,32 @@ class MoCo(nn.Module):
     Params = MoCoParams
     defaults = {"optimizer": "sgd", "lr": 0.5, "weight_decay": 1e-4}  # lr per 256 images
 
-    def __init__(self, encoder: nn.Module, params: MoCoParams, image_size: int, num_samples: int | None = None):
+    @staticmethod
+    def resolve_params(params: MoCoParams, num_samples: int) -> MoCoParams:
+        """K capped at half the training set: at K = N each query meets its own (stale) key among the
+        negatives from the second epoch on."""
+        return dataclasses.replace(params, queue_size=max(1, min(params.queue_size, num_samples // 2)))
+
+    def __init__(self, encoder: nn.Module, params: MoCoParams, spec):
         super().__init__()
         self.encoder, self.params = encoder, params
         hidden = params.proj_hidden or encoder.dim
         self.projector = mlp_head(encoder.dim, hidden, params.proj_dim, batch_norm=params.head_bn)
         self.key_encoder = momentum_copy(self.encoder)
         self.key_projector = momentum_copy(self.projector)
-        k = params.queue_size if num_samples is None else max(1, min(params.queue_size, num_samples))
-        self.register_buffer("queue", F.normalize(torch.randn(k, params.proj_dim), dim=1))  # [K, d]
+        self.register_buffer("queue", F.normalize(torch.randn(params.queue_size, params.proj_dim), dim=1))  # [K, d]
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # next row to write
-        blur = params.blur_p if params.blur_p is not None else (0.5 if image_size > 64 else 0.0)
-        self.augment = ImageAugment(size=image_size, scale=(params.crop_scale_min, 1.0),
+        blur = blur_p_for(spec.size, 0.5, params.blur_p)
+        self.augment = ImageAugment(size=spec.size, scale=(params.crop_scale_min, 1.0),
                                     jitter_strength=params.jitter_strength, blur_p=blur)  # fmt: skip
 
-    def views(self, x: Tensor, generator) -> tuple[Tensor, Tensor, Tensor]:
-        """x uint8 [B, C, H, W] -> (query view, key view) float [B, C, S, S], and a seed [1] for shuffle BN."""
+    def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor, Tensor]:
+        """x uint8 [B, C, H, W] -> (query view, key view) float [B, C, S, S], a seed [1] for shuffle BN across
+        ranks and a permutation [B] of the key batch for shuffle BN in one process."""
         q, k = self.augment(x, generator), self.augment(x, generator)
         seed = torch.randint(0, 2**62, (1,), generator=generator, device=x.device)
-        return q, k, seed
+        perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
+        return q, k, seed, perm
 
     # ------------------------------------------------------------------ the two encoders
     def query(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,13 +122,29 @@ class MoCo(nn.Module):
         """Normalized keys of the momentum encoder, x [B, C, S, S] -> [B, d] float32."""
         return F.normalize(self.key_projector(self.key_encoder(x).pooled).float(), dim=1)
 
+    def bn_groups(self, batch: int) -> int:
+        """Key sub-batches in one process: ``bn_splits``, fewer when that would leave under 8 images each."""
+        return max(1, min(self.params.bn_splits, batch // 8))
+
     @torch.no_grad()
-    def keys(self, x: Tensor, seed: Tensor) -> tuple[Tensor, Tensor]:
+    def split_keys(self, x: Tensor, perm: Tensor) -> Tensor:
+        """Shuffle BN in one process: keys of x [B, ...] encoded as ``bn_groups`` sub-batches of the permuted
+        batch (BatchNorm statistics per sub-batch), returned in the original order [B, d]."""
+        k_perm = torch.cat([self.key(chunk) for chunk in x[perm].chunk(self.bn_groups(x.shape[0]))])  # row i: perm[i]
+        k = torch.empty_like(k_perm)
+        k[perm] = k_perm  # unshuffle
+        return k
+
+    @torch.no_grad()
+    def keys(self, x: Tensor, seed: Tensor, perm: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """-> (this rank's keys [B, d], all ranks' keys [world * B, d] in rank order), with shuffle BN."""
         world, r, b = D.world_size(), D.rank(), x.shape[0]
-        if world == 1 or not (self.params.shuffle_bn and self.training):
+        if not (self.params.shuffle_bn and self.training) or (world == 1 and perm is None):
             k = self.key(x)
             return k, D.gather(k)
+        if world == 1:
+            k = self.split_keys(x, perm)
+            return k, k
         x_all = D.gather(x)  # [N, C, S, S]
         g = torch.Generator(device=x.device).manual_seed(int(D.gather(seed)[0]))  # rank 0's seed, on every rank
         perm = torch.randperm(x_all.shape[0], generator=g, device=x.device)  # [N], the same on every rank
@@ -144,20 +171,20 @@ class MoCo(nn.Module):
         self.queue.index_copy_(0, idx, keys.to(self.queue.dtype))
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
-    def forward(self, batch: tuple[Tensor, Tensor, Tensor]) -> Output:
-        v1, v2, seed = batch
+    def forward(self, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> Output:
+        v1, v2, seed, perm = batch
         h1, q1 = self.query(v1)
-        k2, k2_all = self.keys(v2, seed)
+        k2, k2_all = self.keys(v2, seed, perm)
         loss, logits = self.contrastive_loss(q1, k2)
         new_keys = [k2_all]
         if self.params.symmetric:
             _, q2 = self.query(v2)
-            k1, k1_all = self.keys(v1, seed + 1)
+            k1, k1_all = self.keys(v1, seed + 1, perm.flip(0))
             loss = (loss + self.contrastive_loss(q2, k1)[0]) / 2
             new_keys.append(k1_all)
         if self.training:
             self.enqueue(torch.cat(new_keys))  # after the loss: this step's keys are not its own negatives
-        acc = (logits.argmax(1) == 0).float().mean().item()
+        acc = (logits.detach().argmax(1) == 0).float().mean()
         return Output(loss, {"moco_acc": acc}, h1.detach())
 
     @torch.no_grad()

@@ -35,14 +35,14 @@ class Rotation(nn.Module):
     Params = RotationParams
     defaults = {"optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-4}  # lr per 256 images (0.1 at 128)
 
-    def __init__(self, encoder: nn.Module, params: RotationParams, image_size: int):
+    def __init__(self, encoder: nn.Module, params: RotationParams, spec):
         super().__init__()
         self.encoder, self.params = encoder, params
         self.head = mlp_head(encoder.dim, params.head_hidden or encoder.dim, 4)
-        self.augment = ImageAugment(size=image_size, scale=(params.crop_scale_min, 1.0), jitter_strength=0.0,
+        self.augment = ImageAugment(size=spec.size, scale=(params.crop_scale_min, 1.0), jitter_strength=0.0,
                                     jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)  # fmt: skip
 
-    def views(self, x: Tensor, generator) -> tuple[Tensor, Tensor]:
+    def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor]:
         """x uint8 [B, C, H, W] -> ([4B, C, S, S] rotated views, [4B] rotation labels)."""
         return all_rotations(self.augment(x, generator))
 
@@ -51,5 +51,5 @@ class Rotation(nn.Module):
         h = self.encoder(x).pooled  # [4B, D]
         logits = self.head(h)  # [4B, 4]
         loss = F.cross_entropy(logits.float(), target)
-        acc = (logits.argmax(1) == target).float().mean().item()
+        acc = (logits.detach().argmax(1) == target).float().mean()
         return Output(loss, {"rot_acc": acc}, h.detach())

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from selfsup.losses import nt_xent
 from selfsup.methods.base import Output, mlp_head
 from selfsup.registry import METHODS
-from selfsup.views import ImageAugment
+from selfsup.views import ImageAugment, blur_p_for
 
 
 @dataclass
@@ -48,16 +48,17 @@ class SimCLR(nn.Module):
     modality = "image"
     Params = SimCLRParams
     defaults = {"optimizer": "sgd", "lr": 1.0, "weight_decay": 1e-6}  # lr per 256 images
+    sync_bn = True  # the paper's global BN: under DDP, BatchNorm statistics over every rank's batch
 
-    def __init__(self, encoder: nn.Module, params: SimCLRParams, image_size: int):
+    def __init__(self, encoder: nn.Module, params: SimCLRParams, spec):
         super().__init__()
         self.encoder, self.params = encoder, params
         self.projector = mlp_head(encoder.dim, params.proj_hidden or encoder.dim, params.proj_dim)
-        blur = params.blur_p if params.blur_p is not None else (0.5 if image_size > 64 else 0.0)
-        self.augment = ImageAugment(size=image_size, scale=(params.crop_scale_min, 1.0),
+        blur = blur_p_for(spec.size, 0.5, params.blur_p)
+        self.augment = ImageAugment(size=spec.size, scale=(params.crop_scale_min, 1.0),
                                     jitter_strength=params.jitter_strength, blur_p=blur)  # fmt: skip
 
-    def views(self, x: Tensor, generator) -> tuple[Tensor, Tensor]:
+    def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor]:
         """x uint8 [B, C, H, W] -> two float views [B, C, S, S]."""
         return self.augment(x, generator), self.augment(x, generator)
 

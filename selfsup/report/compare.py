@@ -55,7 +55,7 @@ def compare_chart(report: dict, path: Path) -> Path:
                         label=b["name"])  # fmt: skip
     ax2.set_xscale("log")
     ax2.set_xlabel("training FLOPs (forward + backward)")
-    ax2.set_ylabel("mean accuracy over protocols and label fractions (%)")
+    ax2.set_ylabel("mean test accuracy over protocols and label fractions (%)")
     ax2.set_title("accuracy against compute")
     if baselines:
         ax2.legend(fontsize=7, loc="lower right")
@@ -64,8 +64,8 @@ def compare_chart(report: dict, path: Path) -> Path:
 
 def write_compare_report(out: Path, report: dict) -> Path:
     """``OUT/compare.png`` and a self-contained ``OUT/report.html``."""
-    from selfsup.compare import leaderboard_table
     from selfsup.report.html import write_report
+    from selfsup.report.leaderboard import leaderboard_table
 
     chart = compare_chart(report, out / "compare.png")
     head, rows = leaderboard_table(report["leaderboard"], report["protocols"], report["labels"])
@@ -73,8 +73,10 @@ def write_compare_report(out: Path, report: dict) -> Path:
     intro = (f"Each method was pretrained on <b>{html.escape(report['data'])}</b> with the same settings ({shared}), "
              f"then scored with {', '.join(report['protocols'])} at "
              f"{', '.join(f'{100 * f:g}%' for f in report['labels'])} of the training labels. "
-             "Methods are ranked by the mean accuracy over all of these; baselines are the same encoder "
-             "at random initialization and a probe on raw pixels. Wall time, samples/s and peak memory are "
+             "Methods are ranked by their mean validation score over all of these (validation is carved from the "
+             "labelled training split); the cells are test scores, reported and never ranked on. Baselines are the "
+             "same encoder at random initialization and a probe on the raw input. Wall time, samples/s and peak memory "
+             "are "
              "each run's own (one process per run); training FLOPs are forward + backward FLOPs of a step, "
              "counted with torch.utils.flop_counter, times the steps.")  # fmt: skip
     runs = [[r["method"], r["run"], str(r["steps"]), r["cost"].get("device", "-")] for r in report["runs"]]

@@ -145,11 +145,9 @@ def run_summary(cfg) -> dict[str, str]:
     """Data, method, encoder and budget of a RunConfig, as display strings."""
     d, e, m, t = cfg.data, cfg.encoder, cfg.method, cfg.train
     params = ", ".join(f"{k}={v}" for k, v in sorted(m.params.items()))
-    enc = e.name or "(method default)"
-    if enc.startswith("resnet"):
-        enc += f", width {e.width}"
-    else:
-        enc += "".join(f", {k} {getattr(e, k)}" for k in ("patch_size", "dim", "depth", "heads") if getattr(e, k))
+    from selfsup.encoders import describe_encoder
+
+    enc = describe_encoder(e.name, e.params) if e.name else "(method default)"
     budget = f"{t.budget}" + (f" = {t.steps} steps" if t.steps else "") + f" of batch {t.batch_size}"
     optim = f"{t.optimizer or 'default'}, lr {t.lr:g}" if t.lr is not None else (t.optimizer or "default")
     return {

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 # How evaluation encoders are named in tables and plots (eval.json keeps the short keys).
-ENCODER_LABELS = {"pretrained": "pretrained", "random_init": "random init", "raw": "raw pixels",
+ENCODER_LABELS = {"pretrained": "pretrained", "random_init": "random init", "raw": "raw input",
                   "supervised": "supervised (from scratch)"}  # fmt: skip
 _ENCODER_COLORS = {"pretrained": "#1f77b4", "random_init": "#7f7f7f", "raw": "#bcbd22", "supervised": "#d62728"}
 _PROTOCOL_STYLES = {"knn": ("o", ":"), "linear": ("s", "--"), "finetune": ("^", "-")}
@@ -96,11 +96,14 @@ def bar_plot(path: str | Path, labels: Sequence[str], values: Sequence[float], y
     return save_png(fig, path)
 
 
-def label_efficiency_plot(rows: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
-    """Accuracy against label fraction (log x axis), one line per (protocol, encoder) of eval.json rows."""
+def label_efficiency_plot(rows: Sequence[dict], path: str | Path, title: str | None = None, split: str = "test"
+                          ) -> Path:  # fmt: skip
+    """The metric against label fraction (log x axis), one line per (protocol, encoder) of eval.json rows."""
+    rows = [r for r in rows if r.get("split", split) == split]
+    metric = rows[0].get("metric", "accuracy") if rows else "accuracy"
     curves: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for r in rows:
-        curves.setdefault((r["protocol"], r["encoder"]), []).append((r["labels"], r["accuracy"]))
+        curves.setdefault((r["protocol"], r["encoder"]), []).append((r["labels"], r["value"]))
     series = []
     for (proto, enc), pts in curves.items():
         pts.sort()
@@ -109,7 +112,7 @@ def label_efficiency_plot(rows: Sequence[dict], path: str | Path, title: str | N
                        "color": _ENCODER_COLORS.get(enc, _PALETTE[len(series) % len(_PALETTE)]), "marker": marker,
                        "linestyle": style})  # fmt: skip
     fractions = sorted({r["labels"] for r in rows})
-    return line_plot(path, series, "labelled fraction of the training set", "test accuracy", title, logx=True,
+    return line_plot(path, series, "labelled fraction of the training set", f"{split} {metric}", title, logx=True,
                      percent=True, xticks=fractions)  # fmt: skip
 
 

@@ -1,16 +1,20 @@
 """The pretraining loop: budget, precision, DDP, accumulation, checkpoint/resume, logging, guards.
 
-Determinism: the batch order depends only on (seed, epoch) and the views' random
-numbers only on (seed, step, rank, micro-batch), so a resumed run needs nothing
-but the weights, the optimizer state and the step to continue exactly where an
-uninterrupted run would be.
+``pretrain(cfg)`` loads the data, resolves the config once (``selfsup.config.resolve``), builds the
+method and hands both to the :class:`Trainer`, which never writes into the config. A duration budget
+is turned into a step count by timing real steps on rank 0 (broadcast to every rank); the config with
+that count is written to ``config.yaml`` before step 1, with ``encoder.json`` beside it.
+
+Determinism: the batch order depends only on (seed, epoch) and the views' random numbers only on
+(seed, step, rank, micro-batch), so a resumed run needs nothing but the weights, the optimizer state
+and the step to continue exactly where an uninterrupted run would be.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
+import dataclasses
 import resource
 import time
 from dataclasses import dataclass
@@ -23,30 +27,25 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.flop_counter import FlopCounterMode
 
 from selfsup import distributed as D
-from selfsup.config import RunConfig, parse_budget, save_yaml
+from selfsup import runs
+from selfsup.config import RunConfig, parse_budget, resolve
 from selfsup.data import load_dataset
 from selfsup.errors import TrainingDiverged, UserError
-from selfsup.encoders import use_channels_last
-from selfsup.methods import build_method
-from selfsup.train.checkpoint import latest_checkpoint, load_trainer_state, load_weights, save_checkpoint
-from selfsup.train.log import RunLogger, fmt_duration
+from selfsup.fmt import fmt_duration
+from selfsup.methods import build_method, eval_encoder_name, metric_floats
+from selfsup.precision import as_channels_last, autocast_dtype, channels_last_for, to_channels_last
+from selfsup.train.log import RunLogger, write_cost
 from selfsup.train.monitor import collapse_stats, collapse_warning
 from selfsup.train.optim import build_optimizer, warmup_cosine
 
 CALIBRATION_STEPS = 3  # real steps timed to turn a duration budget into a step count (the first is a warm-up)
+MIN_USEFUL_STEPS = 50  # a budget that buys fewer steps than this says so
 
 
 @dataclass
 class Run:
     path: Path
     config: RunConfig
-
-
-def channel_stats(x: np.ndarray, limit: int = 10_000) -> tuple[list[float], list[float]]:
-    sample = torch.from_numpy(np.array(x[:limit])).float().div_(255)  # [n, C, H, W]
-    mean = sample.mean(dim=(0, 2, 3))
-    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return mean.tolist(), std.tolist()
 
 
 def _seed_for(*parts: int) -> int:
@@ -57,51 +56,45 @@ def _seed_for(*parts: int) -> int:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, resume: bool = False, log=print):
-        self.cfg, self.log = cfg, log
+    """Trains ``method`` on ``dataset`` as the resolved ``cfg`` says; rank 0 alone writes into ``run_dir``."""
+
+    def __init__(self, cfg: RunConfig, method: nn.Module, dataset, device: torch.device, resume: bool = False,
+                 log=print):  # fmt: skip
+        self.cfg, self.log, self.device = cfg, log, device
         t = cfg.train
-        self.device = D.local_device(t.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"train.device={t.device!r} but CUDA is not available here; use --device cpu")
-        D.init_from_env(self.device)
         self.rank, self.world = D.rank(), D.world_size()
         self.run_dir = Path(cfg.out)
-        self._prepare_run_dir(resume)
-
-        ds = load_dataset(cfg.data.name, cfg.data.image_size, cfg.data.limit, cfg.data.strict, log=self._say)
-        cfg.data.image_size = ds.image_size
-        self.n = len(ds)
-        self._set_batch(t)
-        mean, std = channel_stats(ds.train_x)
-        torch.manual_seed(t.seed)
-        self.method = build_method(cfg, ds.channels, ds.image_size, mean, std, num_samples=self.n)
-        defaults = self.method.defaults
-        t.optimizer = t.optimizer or defaults["optimizer"]
-        t.lr = t.lr if t.lr is not None else defaults["lr"] * t.batch_size / 256
-        t.weight_decay = t.weight_decay if t.weight_decay is not None else defaults["weight_decay"]
-        self.channels_last = t.channels_last if t.channels_last is not None else (
-            cfg.encoder.name.startswith("resnet") and use_channels_last(self.method.encoder, self.device))
-        self.method.to(self.device)
+        self.n = len(dataset)
+        self.micro = t.batch_size // (self.world * t.accumulate)
+        self.steps_per_epoch = self.n // t.batch_size
+        self.spec = dataset.spec
+        self.channels_last = channels_last_for(method, device, t.channels_last)
+        method.to(device)
         if self.channels_last:
-            self.method.to(memory_format=torch.channels_last)
-        if t.sync_bn and self.world > 1:
-            self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
-        self.optimizer = build_optimizer(self.method, t.optimizer, t.lr, t.weight_decay)
-        self.autocast_dtype = torch.bfloat16 if (t.precision == "bf16" or (
-            t.precision == "auto" and self.device.type == "cuda")) else None  # fmt: skip
+            to_channels_last(method)
+        if t.sync_bn and self.world > 1:  # PyTorch's SyncBatchNorm on GPUs; our global BN where it is refused (CPU)
+            method = nn.SyncBatchNorm.convert_sync_batchnorm(method) if device.type == "cuda" else \
+                D.convert_global_bn(method)  # fmt: skip
+        self.method = method
+        self.optimizer = build_optimizer(method, t.optimizer, t.lr, t.weight_decay)
+        self.autocast_dtype = autocast_dtype(device, t.precision)
 
-        keep_on_device = self.device.type == "cuda" and ds.train_x.nbytes < 8 * 2**30
-        small = ds.train_x.nbytes < 4 * 2**30  # smaller sets live in RAM; larger stay memory-mapped
-        x = torch.from_numpy(np.array(ds.train_x) if small else np.asarray(ds.train_x))
-        self.data = x.to(self.device) if keep_on_device else x
+        split = dataset.train
+        keep_on_device = device.type == "cuda" and split.x.nbytes < 8 * 2**30
+        small = split.x.nbytes < 4 * 2**30  # smaller sets live in RAM; larger stay memory-mapped
+        x = torch.from_numpy(np.array(split.x) if small else np.asarray(split.x))
+        self.data = x.to(device) if keep_on_device else x
+        self.lengths = None if split.lengths is None else torch.from_numpy(np.asarray(split.lengths)).to(device)
         self._perm_cache: tuple[int, torch.Tensor] | None = None
 
         self.start_step = 0
+        self.cost = {"wall_s": 0.0, "calibration_s": 0.0, "steps": 0, "samples": 0, "peak_memory_bytes": 0,
+                     "segments": 0}  # fmt: skip
         if resume:
             self._load_checkpoint()
-        self.model = self.method
+        self.model = method
         if self.world > 1:
-            self.model = DDP(self.method, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.model = DDP(method, device_ids=[device] if device.type == "cuda" else None)
         if t.compile:
             self.model = torch.compile(self.model)
 
@@ -110,38 +103,24 @@ class Trainer:
         if self.rank == 0:
             self.log(text)
 
-    def _prepare_run_dir(self, resume: bool) -> None:
-        has_run = latest_checkpoint(self.run_dir) is not None
-        if resume and not has_run:
-            raise UserError(f"{self.run_dir} has no checkpoint to resume from; start it without --resume")
-        if not resume and has_run:
-            raise UserError(f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} "
-                            "or choose another --out")  # fmt: skip
-        if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-
-    def _set_batch(self, t) -> None:
-        unit = self.world * t.accumulate
-        if t.batch_size > self.n:
-            t.batch_size = max(unit, self.n // unit * unit)
-            self._say(f"note: only {self.n} images; train.batch_size lowered to {t.batch_size}")
-        if t.batch_size % unit:
-            raise UserError(f"train.batch_size={t.batch_size} must divide evenly over {self.world} process(es) "
-                            f"x {t.accumulate} accumulation step(s)")  # fmt: skip
-        self.micro = t.batch_size // unit
-        self.steps_per_epoch = self.n // t.batch_size
-
     def _load_checkpoint(self) -> None:
-        ckpt = latest_checkpoint(self.run_dir)
-        self.method.load_state_dict(load_weights(ckpt))
-        state = load_trainer_state(ckpt)
+        ckpt = runs.latest_checkpoint(self.run_dir)
+        try:
+            self.method.load_state_dict(runs.load_weights(ckpt))
+        except RuntimeError as e:
+            raise UserError(f"{ckpt} does not match the run's config.yaml ({str(e).splitlines()[0]}); "
+                            "the run folder is inconsistent: start a new run") from None  # fmt: skip
+        state = runs.load_trainer_state(ckpt)
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_step = int(state["step"])
+        self.cost.update(state.get("cost", {}))
+        if self.rank == 0:
+            runs.truncate_metrics(self.run_dir, self.start_step)  # rows after the checkpoint are logged again
         self._say(f"resuming {self.run_dir} from {ckpt.name} (step {self.start_step}/{self.cfg.train.steps})")
 
     # ------------------------------------------------------------------ one step
     def _indices(self, step: int) -> torch.Tensor:
-        """This rank's image indices for ``step``: [world * accumulate * micro] -> this rank's share."""
+        """This rank's sample indices for ``step``: [world * accumulate * micro] -> this rank's share."""
         epoch, pos = divmod(step, self.steps_per_epoch)
         if self._perm_cache is None or self._perm_cache[0] != epoch:
             g = torch.Generator().manual_seed(_seed_for(self.cfg.train.seed, epoch))
@@ -153,14 +132,15 @@ class Trainer:
 
     def _views(self, step: int, micro: int, idx: torch.Tensor):
         x = self.data[idx.to(self.data.device)].to(self.device, non_blocking=True)
+        lengths = None if self.lengths is None else self.lengths[idx.to(self.lengths.device)]
         g = torch.Generator(self.device).manual_seed(_seed_for(self.cfg.train.seed, step, self.rank, micro))
         with torch.no_grad():
-            views = self.method.views(x, g)
+            views = self.method.views(x, g, lengths) if lengths is not None else self.method.views(x, g)
         if self.channels_last:
-            views = tuple(v.contiguous(memory_format=torch.channels_last) if v.ndim == 4 else v for v in views)
+            views = tuple(as_channels_last(v) for v in views)
         return views
 
-    def _counted_step(self, step: int, lr: float):
+    def _counted_step(self, step: int, lr: float, total: int):
         """``_step`` under torch.utils.flop_counter: the forward + backward FLOPs of one optimizer step
         (all micro-batches, this rank). A compiled model is counted through the eager module, which
         computes the same thing."""
@@ -169,18 +149,19 @@ class Trainer:
             self.model = self.method if self.world == 1 else model._orig_mod
         try:
             with FlopCounterMode(display=False) as counter:
-                result = self._step(step, lr)
+                result = self._step(step, lr, total)
         finally:
             self.model = model
-        self.flops_per_step = int(counter.get_total_flops()) * self.world
+        self.cost["flops_per_step"] = int(counter.get_total_flops()) * self.world
         return result
 
-    def _step(self, step: int, lr: float):
-        """Forward/backward over the micro-batches, then one optimizer step. Returns (loss, out)."""
+    def _step(self, step: int, lr: float, total: int):
+        """Forward/backward over the micro-batches, then one optimizer step unless the loss or the gradients
+        are not finite. Returns (loss, out, grad_norm, finite); ``finite`` is the step's one host sync."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         idx = self._indices(step)
-        total, first = torch.zeros((), device=self.device), None
+        loss, first = torch.zeros((), device=self.device), None
         acc = self.cfg.train.accumulate
         for m in range(acc):
             views = self._views(step, m, idx[m * self.micro : (m + 1) * self.micro])
@@ -189,126 +170,203 @@ class Trainer:
                                       enabled=self.autocast_dtype is not None):  # fmt: skip
                 out = self.model(views)
                 (out.loss / acc).backward()
-            total += out.loss.detach() / acc
+            loss += out.loss.detach() / acc
             first = out if first is None else first
-        total = D.all_reduce_mean(total)
-        if not torch.isfinite(total):  # never step on a NaN: the weights stay as they were
+        loss = D.all_reduce_mean(loss)
+        grads = [p.grad for p in self.method.parameters() if p.grad is not None]  # all-reduced under DDP
+        grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else loss * 0
+        finite = bool(torch.isfinite(loss) & torch.isfinite(grad_norm))
+        if not finite:  # never step on a NaN: the weights stay as they were
             self.optimizer.zero_grad(set_to_none=True)
-            return total, first
+            return loss, first, grad_norm, False
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         hook = getattr(self.method, "after_step", None)
-        if hook is not None:  # while a duration budget is timed, the run's length is not known yet:
-            hook(step, self.cfg.train.steps or CALIBRATION_STEPS)  # the timed steps stand in for it
-        return total, first
+        if hook is not None:
+            hook(step, total)
+        return loss, first, grad_norm, True
 
     # ------------------------------------------------------------------ budget
-    def _resolve_steps(self) -> int:
-        t = self.cfg.train
-        if t.steps is not None:  # resumed runs and explicit configs
-            return t.steps
-        b = parse_budget(t.budget)
-        if b.kind == "steps":
-            return int(b.value)
-        if b.kind == "epochs":
-            return max(1, int(b.value) * self.steps_per_epoch)
-        return self._calibrate(b.value)
+    def _broadcast_int(self, value: int) -> int:
+        """rank 0's ``value`` on every rank."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.long, device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.broadcast(t, src=0)
+        return int(t.item())
 
     def _calibrate(self, seconds: float) -> int:
-        """Time three real steps (the first is a warm-up), put the weights back, size the run to the budget."""
+        """Time three real steps (the first is a warm-up), put the weights back, size the run to the budget.
+        The count is rank 0's, broadcast: every rank runs exactly the same steps."""
         model_state = copy.deepcopy(self.method.state_dict())
         opt_state = copy.deepcopy(self.optimizer.state_dict())
         t0 = time.perf_counter()
-        self._step(0, 0.0)
+        self._step(0, 0.0, CALIBRATION_STEPS)  # the timed steps stand in for the run's length in after_step hooks
         t1 = time.perf_counter()
         for step in range(1, CALIBRATION_STEPS):
-            self._step(step, 0.0)
-        per_step = torch.tensor((time.perf_counter() - t1) / (CALIBRATION_STEPS - 1))
-        if self.world > 1:
-            torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
+            self._step(step, 0.0, CALIBRATION_STEPS)
+        per_step = (time.perf_counter() - t1) / (CALIBRATION_STEPS - 1)
         self.method.load_state_dict(model_state)
         self.optimizer.load_state_dict(opt_state)
-        left = max(0.0, seconds - (time.perf_counter() - t0))
-        steps = max(1, int(left / float(per_step)))
-        self._say(f"budget {fmt_duration(seconds)}: {float(per_step):.2f} s/step -> {steps} steps "
-                  f"({steps / self.steps_per_epoch:.2f} epochs of {self.n} images)")  # fmt: skip
+        elapsed = time.perf_counter() - t0
+        steps = self._broadcast_int(max(1, int(max(0.0, seconds - elapsed) / per_step)))
+        self.cost["calibration_s"] += round(elapsed, 3)
+        self._say(f"budget {fmt_duration(seconds)}: {per_step:.2f} s/step -> {steps} steps "
+                  f"({steps / max(1, self.steps_per_epoch):.2f} epochs of {self.n} samples)")  # fmt: skip
+        return steps
+
+    def _total_steps(self) -> int:
+        t = self.cfg.train
+        if t.steps is not None:
+            return t.steps
+        b = parse_budget(t.budget)
+        if b.kind != "time":
+            raise ValueError("the config is not resolved: train.steps is open for a step or epoch budget")
+        steps = self._calibrate(b.value)
+        if steps < MIN_USEFUL_STEPS:
+            e = self.cfg.encoder
+            self._say(f"WARNING: the {t.budget} budget buys only {steps} steps of {self.cfg.method.name} with "
+                      f"{e.name} {_size(e.params)} at batch {t.batch_size} on this {self.device.type}, too few to "
+                      f"learn much (aim for {MIN_USEFUL_STEPS}+); use a longer --budget, a smaller encoder "
+                      f"(--width / --set encoder.dim=...) or a smaller --batch-size")  # fmt: skip
         return steps
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Run:
-        cfg, t = self.cfg, self.cfg.train
-        t.steps = self._resolve_steps()
-        if self.rank == 0:
-            save_yaml(cfg, self.run_dir / "config.yaml")
+        t = self.cfg.train
+        total = self.total = self._total_steps()
+        cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(t, steps=total))
+        if self.rank == 0 and self.start_step == 0:
+            runs.save_config(self.run_dir, cfg)
+            runs.write_encoder_json(self.run_dir, cfg.encoder.name, self.spec, cfg.encoder.params,
+                                    eval_encoder_name(self.method))  # fmt: skip
         every = parse_budget(t.checkpoint_every, "train.checkpoint_every")
-        logger = RunLogger(self.run_dir, t.steps, enabled=self.rank == 0, log=self.log)
-        warmup = int(t.warmup * t.steps)
+        logger = RunLogger(self.run_dir, total, enabled=self.rank == 0, log=self.log, start_step=self.start_step,
+                           time_offset=self.cost["wall_s"])  # fmt: skip
+        warmup = int(t.warmup * total)
         self.method.train()
-        start, last_ckpt_time, last_ckpt_step = time.perf_counter(), time.perf_counter(), self.start_step
-        window_t, window_n, warned = time.perf_counter(), 0, 0
-        self.flops_per_step = None
-        for step in range(self.start_step, t.steps):
-            lr = t.lr * warmup_cosine(step, t.steps, warmup)
-            loss, out = (self._counted_step if step == self.start_step else self._step)(step, lr)
-            if not torch.isfinite(loss):
-                logger.close()
-                last = latest_checkpoint(self.run_dir)
-                kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
-                raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; {kept}; "
-                                       "lower train.lr (--lr) or use --precision fp32")  # fmt: skip
-            window_n += t.batch_size
-            done = step + 1
-            if done % t.log_every == 0 or done == t.steps or step == self.start_step:
-                rate = window_n / max(1e-9, time.perf_counter() - window_t)
-                metrics = {"loss": loss.item(), "lr": lr, "samples_per_s": rate, **out.metrics}
-                if out.embedding is not None:
-                    metrics.update(collapse_stats(out.embedding))
-                    warning = collapse_warning(metrics)
-                    if warning and warned % 10 == 0:
-                        logger.message(warning)
-                    warned += bool(warning)
-                logger.step(done, metrics, done - self.start_step, rate)
-                window_t, window_n = time.perf_counter(), 0
-            due = (
-                (time.perf_counter() - last_ckpt_time >= every.value)
-                if every.kind == "time"
-                else (done - last_ckpt_step >= every.value * (self.steps_per_epoch if every.kind == "epochs" else 1))
-            )
-            if due and done < t.steps:
-                self._save(done)
-                last_ckpt_time, last_ckpt_step = time.perf_counter(), done
-        self._save(t.steps)
-        self._write_cost(time.perf_counter() - start, t.steps - self.start_step)
-        logger.close()
+        start = time.perf_counter()
+        self._segment_start, self._segment_step = start, self.start_step
+        last_ckpt_time, last_ckpt_step = start, self.start_step
+        window_t, window_n, warned = start, 0, 0
+        try:
+            for step in range(self.start_step, total):
+                lr = t.lr * warmup_cosine(step, total, warmup)
+                run_step = self._counted_step if step == self.start_step else self._step
+                loss, out, grad_norm, finite = run_step(step, lr, total)
+                if not finite:
+                    self._diverged(step, loss, grad_norm)
+                window_n += t.batch_size
+                done = step + 1
+                if done % t.log_every == 0 or done == total or step == self.start_step:
+                    rate = window_n / max(1e-9, time.perf_counter() - window_t)
+                    metrics = {"loss": float(loss), "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate,
+                               **metric_floats(out.metrics)}  # fmt: skip
+                    if out.embedding is not None:
+                        metrics.update(collapse_stats(out.embedding))
+                        warning = collapse_warning(metrics)
+                        if warning and warned % 10 == 0:
+                            logger.message(warning)
+                        warned += bool(warning)
+                    logger.step(done, metrics, done - self.start_step, rate)
+                    window_t, window_n = time.perf_counter(), 0
+                if done < total and self._checkpoint_due(every, done, last_ckpt_time, last_ckpt_step):
+                    self._save(done)
+                    last_ckpt_time, last_ckpt_step = time.perf_counter(), done
+            self._save(total)
+        finally:
+            logger.close()
+        self._write_cost()
         if D.is_dist():
             torch.distributed.barrier()
         return Run(self.run_dir, cfg)
 
+    def _diverged(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor):
+        last = runs.latest_checkpoint(self.run_dir)
+        kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint had been written yet"
+        what = (f"loss became {loss.item()}" if not torch.isfinite(loss)
+                else f"gradients became non-finite (norm {grad_norm.item()}, loss {loss.item():.4f})")  # fmt: skip
+        raise TrainingDiverged(f"{what} at step {step + 1}; {kept}; "
+                               "lower train.lr (--lr) or use --precision fp32")  # fmt: skip
+
+    def _checkpoint_due(self, every, done: int, last_time: float, last_step: int) -> bool:
+        """Whether to save after step ``done``. A duration is rank 0's clock, broadcast, so every rank
+        reaches the save (and its barrier) at the same step."""
+        if every.kind != "time":
+            per = self.steps_per_epoch if every.kind == "epochs" else 1
+            return done - last_step >= every.value * per
+        return bool(self._broadcast_int(int(time.perf_counter() - last_time >= every.value)))
+
+    def _segment_cost(self, step: int) -> dict:
+        """Cumulative cost up to ``step``: earlier segments (from the checkpoint) plus this one."""
+        c = dict(self.cost)
+        steps = step - self._segment_step
+        c["wall_s"] = round(c["wall_s"] + time.perf_counter() - self._segment_start, 3)
+        c["steps"] = c["steps"] + steps
+        c["samples"] = c["samples"] + steps * self.cfg.train.batch_size
+        c["peak_memory_bytes"] = max(c["peak_memory_bytes"], _peak_memory(self.device))
+        c["segments"] = c["segments"] + 1
+        return c
+
     def _save(self, step: int) -> None:
         if self.rank == 0:
-            save_checkpoint(self.run_dir, step, self.method, {"step": step, "optimizer": self.optimizer.state_dict()},
-                            keep=self.cfg.train.keep_checkpoints)  # fmt: skip
+            state = {"step": step, "optimizer": self.optimizer.state_dict(), "cost": self._segment_cost(step)}
+            runs.save_checkpoint(self.run_dir, step, self.method, state, keep=self.cfg.train.keep_checkpoints)
         if D.is_dist():
             torch.distributed.barrier()
 
-    def _write_cost(self, seconds: float, steps: int) -> None:
+    def _write_cost(self) -> None:
         if self.rank != 0:
             return
-        if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        samples = steps * self.cfg.train.batch_size
-        flops = None if self.flops_per_step is None else self.flops_per_step * steps
-        cost = {"wall_s": round(seconds, 2), "steps": steps, "samples": samples,
-                "samples_per_s": round(samples / max(seconds, 1e-9), 2), "peak_memory_bytes": int(peak),
-                "flops": flops, "flops_per_step": self.flops_per_step,
-                "flops_per_sample": None if flops is None else round(self.flops_per_step / self.cfg.train.batch_size),
-                "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-                "world_size": self.world, "cpu_threads": torch.get_num_threads()}  # fmt: skip
-        (self.run_dir / "cost.json").write_text(json.dumps(cost, indent=1))
+        c = self._segment_cost(self.total)
+        write_cost(self.run_dir, c, self.cfg.train.batch_size, self.device, self.world, self.channels_last)
+
+
+def _size(params: dict) -> str:
+    keys = [k for k in ("width", "dim", "depth") if params.get(k) is not None]
+    return ", ".join(f"{k} {params[k]}" for k in keys)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a folder; choose another --out")
+    has_run = runs.latest_checkpoint(run_dir) is not None
+    if resume and not has_run:
+        raise UserError(f"{run_dir} has no checkpoint to resume from; start it without --resume")
+    if not resume and has_run:
+        raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                        "or choose another --out")  # fmt: skip
 
 
 def pretrain(cfg: RunConfig, resume: bool = False, log=print) -> Run:
+    """Resolve ``cfg`` against its data and this device, then train; ``resume`` continues the run in ``cfg.out``
+    (a finished run is left untouched)."""
     cfg.validate()
-    return Trainer(cfg, resume=resume, log=log).fit()
+    device = D.local_device(cfg.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device={cfg.train.device!r} but CUDA is not available here; use --device cpu")
+    D.init_from_env(device)
+    say = log if D.rank() == 0 else (lambda s: None)
+    run_dir = Path(cfg.out)
+    if resume and runs.is_finished(run_dir):
+        say(f"{run_dir} finished at step {cfg.train.steps}; nothing to resume (evaluate it with `selfsup eval`)")
+        return Run(run_dir, cfg)
+    _check_run_dir(run_dir, resume)
+    ds = load_dataset(cfg.data.name, cfg.data.image_size, cfg.data.limit, cfg.data.strict, log=say)
+    notes: list[str] = []
+    resolved = resolve(cfg, ds, device.type, D.world_size(), notes)
+    for line in notes:
+        say(line)
+    if D.rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh start where a run died before its first checkpoint: no stale rows
+            runs.truncate_metrics(run_dir, 0)
+    torch.manual_seed(resolved.train.seed)
+    method = build_method(resolved, ds.spec)
+    return Trainer(resolved, method, ds, device, resume=resume, log=log).fit()

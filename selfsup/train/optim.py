@@ -1,13 +1,12 @@
-"""Optimizers and the warm-up + cosine schedule the papers use."""
+"""Optimizers the papers use (the warm-up + cosine schedule is ``selfsup.schedule``)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
 from selfsup.errors import UserError
+from selfsup.schedule import warmup_cosine  # noqa: F401  (re-exported for the loop)
 
 
 class LARS(torch.optim.Optimizer):
@@ -59,11 +58,3 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float)
         fused = all(p.is_cuda for p in decay + no_decay) or None
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=fused)
     raise UserError(f"train.optimizer={name!r}; choose sgd, lars or adamw")
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up from ~0 to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))

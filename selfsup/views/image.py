@@ -19,18 +19,43 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "BLUR_MIN_SIZE",
     "ImageAugment",
     "all_rotations",
+    "blur_p_for",
     "color_jitter",
     "gaussian_blur",
     "horizontal_flip",
     "random_grayscale",
     "random_resized_crop",
     "rotate90",
+    "solarize",
+    "to_float",
 ]
+
+BLUR_MIN_SIZE = 64  # Gaussian blur only above this side: a 3 px kernel with sigma up to 2 erases a 28 px image
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2
 _CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop
+
+
+def to_float(x: Tensor) -> Tensor:
+    """uint8 images -> float32 in [0, 1]; float images pass through unchanged."""
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255)
+    if not x.is_floating_point():
+        raise TypeError(f"expected uint8 or floating point images, got {x.dtype}")
+    return x
+
+
+def blur_p_for(size: int, paper_p: float, override: float | bool | None = None) -> float:
+    """A method's blur probability: ``override`` if set (a bool means the paper's p or 0), else the paper's
+    ``paper_p`` on images above BLUR_MIN_SIZE and 0 on smaller ones."""
+    if isinstance(override, bool):
+        return paper_p if override else 0.0
+    if override is not None:
+        return float(override)
+    return paper_p if size > BLUR_MIN_SIZE else 0.0
 
 
 def _check(x: Tensor) -> None:
@@ -281,6 +306,15 @@ def random_grayscale(x: Tensor, p: float = 0.2, generator: torch.Generator | Non
     return _pick(_select(x, p, generator), _gray(x), x)  # gray [B, 1, H, W] broadcasts over channels
 
 
+def solarize(x: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
+    """With probability ``p`` per sample, invert the pixels >= 0.5 (PIL's solarize at 128).
+
+    x: [B, C, H, W] in [0, 1] -> [B, C, H, W]
+    """
+    _check(x)
+    return _pick(_select(x, p, generator), torch.where(x >= 0.5, 1 - x, x), x)
+
+
 # --------------------------------------------------------------------------- blur
 
 
@@ -346,10 +380,7 @@ class ImageAugment:
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x: uint8 or float [B, C, H, W] -> float [B, C, size, size] in [0, 1]."""
-        if x.dtype == torch.uint8:
-            x = x.to(torch.float32).div_(255)
-        elif not x.is_floating_point():
-            raise TypeError(f"expected uint8 or floating point images, got {x.dtype}")
+        x = to_float(x)
         out = random_resized_crop(x, self.size, scale=self.scale, flip_p=self.flip_p, generator=generator)
         s = self.jitter_strength
         if s > 0 and self.jitter_p > 0:

@@ -1,6 +1,7 @@
-"""Block masks for inpainting (Pathak et al., CVPR 2016, "Context Encoders").
+"""Masks shared by every masked-prediction method: token masks (MAE's patches; masked LM's tokens,
+masked frames and masked sequences next) and pixel block masks (inpainting, Pathak et al., CVPR 2016).
 
-Masks are boolean ``[B, 1, H, W]`` tensors, True where pixels are hidden. Batched and
+Token masks are boolean ``[B, N]``, pixel masks boolean ``[B, 1, H, W]``; True = hidden. Batched and
 generator-driven like ``selfsup.views.image``: every random draw comes from the passed
 ``torch.Generator`` and has a shape that depends only on the arguments and the batch shape.
 """
@@ -13,7 +14,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["block_side", "center_block_mask", "dilate_mask", "fill_masked", "random_block_mask"]
+__all__ = ["block_side", "center_block_mask", "dilate_mask", "fill_masked", "random_block_mask", "random_token_mask",
+           "visible_count"]  # fmt: skip
+
+
+def visible_count(n: int, mask_ratio: float) -> int:
+    """Tokens left visible of ``n`` at ``mask_ratio``: ``int(n * (1 - mask_ratio))``, as MAE's reference code."""
+    return int(n * (1 - mask_ratio))
+
+
+def random_token_mask(batch: int, n: int, n_visible: int, generator: torch.Generator | None = None, device=None,
+                      lengths: Tensor | None = None) -> Tensor:  # fmt: skip
+    """Per-sample random masking with exactly ``n - n_visible`` masked tokens per row: bool [B, N], True = masked.
+
+    As MAE's reference code: uniform noise per token, the ``n_visible`` lowest are kept. With ``lengths``
+    [B], padding positions (``>= length``) get noise 2 so they are masked first-last: they are never
+    kept while real tokens remain (callers choose ``n_visible`` below the shortest length)."""
+    if not 0 < n_visible <= n:
+        raise ValueError(f"n_visible must be in 1..{n}, got {n_visible}")
+    noise = torch.rand(batch, n, generator=generator, device=device)  # [B, N]
+    if lengths is not None:
+        pad = torch.arange(n, device=noise.device)[None] >= lengths.to(noise.device)[:, None]  # [B, N]
+        noise = noise.masked_fill(pad, 2.0)
+    keep = noise.argsort(dim=1)[:, :n_visible]  # [B, n_visible]
+    return torch.ones(batch, n, dtype=torch.bool, device=noise.device).scatter_(1, keep, False)
 
 
 def block_side(side: int, area: float) -> int:

@@ -1,0 +1,693 @@
+"""The harness of the throughput comparisons in this folder: selfsup beside lightly on the same model, in one run.
+
+A comparison script says what is its own in a :class:`Comparison` (how each side builds its model and views)
+and calls :func:`main`. The rest is here, the same for every comparison (benchmarks/README.md has the details):
+the common flags; the Fashion-MNIST train set at 32 px as uint8 RGB; each pipeline in its own subprocess (the
+script again, with a hidden ``--role``): ``lightly`` (its transform on PIL images in a ``DataLoader``),
+``selfsup`` (batched views in the training process, stepped as ``selfsup.train.loop.Trainer`` steps a method)
+and, where asked for, ``model-alone`` (selfsup's step on one fixed batch of views); on CPU the pipelines of a
+round take turns of ``--slice`` seconds, the others stopped with SIGSTOP, and a step's time counts only the
+slices its pipeline ran in; the process trees' peak RSS and PSS from /proc; the other processes' load; the
+median over rounds; the table with the ratios selfsup / lightly; the JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(1, str(ROOT))  # selfsup from this checkout, installed or not
+LIGHTLY, SELFSUP, MODEL_ALONE = "lightly", "selfsup", "model-alone"
+IMAGE_SIZE = 32
+QUIET_LOAD = 0.2  # a step is "quiet" when other processes kept fewer cores than this busy during it
+PSS_INTERVAL = 2.0  # seconds between PSS samples (smaps_rollup costs milliseconds per process)
+ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+KIB = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+
+
+@dataclass
+class LightlyModel:
+    """lightly's side: ``model(views) -> loss`` on the batched list of views that ``transform`` makes of a PIL image."""
+
+    model: Any  # nn.Module
+    transform: Callable
+    before_step: Callable[[], None] | None = None  # e.g. MoCo's momentum update, before each step
+
+
+@dataclass
+class Comparison:
+    name: str  # results file: benchmarks/results/<name>_<device>.json
+    doc: str  # the script's docstring: --help; its first line up to ":" titles the output
+    model: str  # what both sides train; formatted with the settings (``{decoder_dim}``)
+    transform: str  # lightly's transform, named in the table
+    optimizer: tuple[str, float, float]  # build_optimizer's name, lr per 256 images, weight decay
+    lightly: Callable[[Context], LightlyModel]
+    selfsup: Callable[[Context], Any]  # -> a selfsup method: views(x, generator), forward(views) -> Output
+    cpu_steps: int = 10  # default timed steps on CPU (50 on CUDA)
+    cuda_batch_size: int = 128  # default batch on CUDA (128 on CPU)
+    model_alone: bool = False  # a third pipeline: selfsup's step on one fixed batch of views
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None  # the comparison's own flags
+
+    @property
+    def title(self) -> str:
+        return self.doc.split(":", 1)[0]
+
+    def labels(self) -> dict[str, str]:
+        return {LIGHTLY: f"lightly (DataLoader + {self.transform})", SELFSUP: "selfsup (batched views in-process)",
+                MODEL_ALONE: "model alone (fixed views, no augmentation)"}  # fmt: skip
+
+
+def resnet18(spec):
+    """The backbone of the ResNet comparisons, on both sides: selfsup's ResNet-18 at width 64, CIFAR stem."""
+    from selfsup.encoders import build_encoder
+
+    return build_encoder("resnet18", spec, {"width": 64, "small_stem": True})
+
+
+class Context:
+    """What a side's builder gets: ``args``, ``device``, ``spec`` (of the RGB images) and ``lightly_spec`` (of
+    lightly's views, which its transforms normalize already: the encoder's own normalization is the identity)."""
+
+    def __init__(self, args):
+        import numpy as np
+        import torch
+
+        from selfsup.data import ImageSpec, load_dataset
+
+        self.args, self.device = args, torch.device(args.device)
+        ds = load_dataset("fashion-mnist", image_size=IMAGE_SIZE, log=lambda s: print(s, file=sys.stderr))
+        gray = ds.spec  # one channel
+        self.spec = ImageSpec(3, gray.size, gray.mean * 3, gray.std * 3)
+        self.lightly_spec = ImageSpec(3, gray.size, (0.0,) * 3, (1.0,) * 3)
+        self._gray = np.array(ds.train.x)  # uint8 [N, 1, S, S]
+        self.num_samples = len(self._gray)
+
+    def take_images(self, hwc: bool = False):
+        """The images as uint8 RGB [N, 3, S, S], or [N, S, S, 3] for PIL; one copy, once per process."""
+        import numpy as np
+
+        g, self._gray = self._gray, None
+        g = g.transpose(0, 2, 3, 1) if hwc else g
+        shape = (*g.shape[:3], 3) if hwc else (g.shape[0], 3, *g.shape[2:])
+        return np.ascontiguousarray(np.broadcast_to(g, shape))
+
+
+def _log(role: str, text: str) -> None:
+    print(f"  [{role}] {text}", file=sys.stderr, flush=True)
+
+
+# =============================================================================== the two sides (in a subprocess)
+
+
+@dataclass
+class Side:
+    batch: Callable[[int], Any]  # step i -> its views on the device
+    step: Callable[[Any, int], Any]  # (views, step i) -> loss: forward, backward, optimizer step
+    channels_last: bool
+    close: Callable[[], None] = lambda: None  # joins loader workers
+    transform_cpu: Callable[[], float] | None = None  # CPU seconds of lightly's transform on one batch
+
+
+class _PILImages:
+    """uint8 HWC images handed to a transform as PIL images, as an image-folder dataset would."""
+
+    def __init__(self, hwc, transform):
+        self.hwc, self.transform = hwc, transform
+
+    def __len__(self) -> int:
+        return len(self.hwc)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.hwc[i]))  # a list of views
+
+
+def _prepare(cmp: Comparison, model, ctx: Context, channels_last: bool | None = None):
+    """-> (model on the device, in channels_last where ``selfsup.precision`` says so; whether it is; its optimizer;
+    what a step calls: the model, or ``torch.compile`` of it with --compile)."""
+    import torch
+
+    from selfsup.precision import channels_last_for, to_channels_last
+    from selfsup.train.optim import build_optimizer
+
+    model = model.to(ctx.device)
+    cl = channels_last_for(model, ctx.device, channels_last)
+    if cl:
+        to_channels_last(model)
+    name, lr_per_256, weight_decay = cmp.optimizer
+    opt = build_optimizer(model, name, lr_per_256 * ctx.args.batch_size / 256, weight_decay)
+    return model, cl, opt, torch.compile(model) if ctx.args.compile else model
+
+
+def _lightly_side(cmp: Comparison, ctx: Context) -> Side:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from selfsup.precision import as_channels_last, autocast
+
+    args, device = ctx.args, ctx.device
+    side = cmp.lightly(ctx)
+    hwc = ctx.take_images(hwc=True)
+    loader = DataLoader(_PILImages(hwc, side.transform), batch_size=args.batch_size, shuffle=True, drop_last=True,
+                        num_workers=args.workers, persistent_workers=args.workers > 0,
+                        pin_memory=device.type == "cuda")  # fmt: skip
+    keep = args.lightly_channels_last or device.type == "cuda"
+    _, cl, opt, train = _prepare(cmp, side.model, ctx, None if keep else False)
+    state = {"loader": loader, "batches": iter(loader)}
+    del loader  # held by ``state`` alone: ``close`` ends the persistent workers
+
+    def batch(i):
+        try:
+            views = next(state["batches"])
+        except StopIteration:
+            state["batches"] = iter(state["loader"])
+            views = next(state["batches"])
+        views = [v.to(device, non_blocking=True) for v in views]
+        return [as_channels_last(v) for v in views] if cl else views
+
+    def step(views, i):
+        if side.before_step is not None:
+            side.before_step()
+        with autocast(device):
+            loss = train(views)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def transform_cpu() -> float:  # the work lightly's workers do per batch, in one process
+        from PIL import Image
+
+        torch.set_num_threads(1)
+        for j in range(16):  # the first calls in a process are slower
+            side.transform(Image.fromarray(hwc[j]))
+        c0 = time.process_time()
+        for j in range(args.batch_size):
+            side.transform(Image.fromarray(hwc[j % len(hwc)]))
+        return time.process_time() - c0
+
+    def close() -> None:
+        state.clear()
+        gc.collect()  # the loader and its iterator refer to each other
+
+    return Side(batch, step, cl, close=close, transform_cpu=transform_cpu)
+
+
+def _selfsup_side(cmp: Comparison, ctx: Context) -> Side:
+    """The method stepped as the Trainer steps it: the uint8 set as one tensor (on the GPU under CUDA), a seeded
+    permutation per epoch, views under no_grad from a per-step generator, channels_last, bf16 autocast on CUDA,
+    the finite check of the loss and the gradient norm, ``after_step``."""
+    import torch
+
+    from selfsup.precision import as_channels_last, autocast
+
+    args, device = ctx.args, ctx.device
+    method, cl, opt, train = _prepare(cmp, cmp.selfsup(ctx), ctx)
+    data = torch.from_numpy(ctx.take_images()).to(device)  # uint8 [N, 3, S, S]
+    n, b, total = len(data), args.batch_size, args.warmup + args.steps
+    perm: dict[int, Any] = {}
+
+    def batch(i):
+        epoch, pos = divmod(i, n // b)
+        if epoch not in perm:
+            perm.clear()
+            perm[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed + epoch))
+        idx = perm[epoch][pos * b : (pos + 1) * b].to(device)
+        g = torch.Generator(device).manual_seed(args.seed * 1_000_003 + i)
+        with torch.no_grad():
+            views = method.views(data[idx], g)
+        return tuple(as_channels_last(v) for v in views) if cl else views
+
+    def step(views, i):
+        with autocast(device):
+            loss = train(views).loss
+        loss.backward()
+        grads = [p.grad for p in method.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if not bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)):  # the Trainer's one host sync
+            raise RuntimeError(f"loss or gradients not finite at step {i}")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if hasattr(method, "after_step"):
+            method.after_step(i, total)
+        return loss.detach()
+
+    return Side(batch, step, cl)
+
+
+def _run_role(cmp: Comparison, args) -> dict:
+    """A measured subprocess: build one pipeline, run warm-up + timed steps, report monotonic step marks."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    ctx = Context(args)
+    side = (_lightly_side if args.role == LIGHTLY else _selfsup_side)(cmp, ctx)
+    fixed = args.model_only or args.role == MODEL_ALONE
+    views0 = side.batch(0) if fixed else None
+    cuda = ctx.device.type == "cuda"
+    marks, spans, loss = [], [], None  # system-wide monotonic clock: the parent matches them with its samples
+    _log(args.role, f"built on {ctx.device}; {args.threads} threads, batch {args.batch_size}")
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            _log(args.role, f"warm-up done ({args.warmup} steps)")
+            marks.append(time.monotonic())
+        t = time.monotonic()
+        views = views0 if fixed else side.batch(i)
+        spans.append((t, time.monotonic()))  # getting the views: the loader's wait (lightly), making them (selfsup)
+        loss = side.step(views, i)
+        if cuda:
+            torch.cuda.synchronize(ctx.device)
+        if i >= args.warmup:
+            marks.append(time.monotonic())
+    threads = torch.get_num_threads()
+    side.close()  # joins the persistent workers, so RUSAGE_CHILDREN covers them
+    return {"role": args.role, "batch_size": args.batch_size, "steps": args.steps, "step_marks": marks,
+            "data_spans": spans[args.warmup :], "final_loss": float(loss.float()), "threads": threads,
+            "workers": args.workers if args.role == LIGHTLY else 0, "channels_last": side.channels_last,
+            "autocast": "bf16" if cuda else None, "fixed_views": fixed,
+            "transform_cpu_s_per_batch": side.transform_cpu() if side.transform_cpu else None,
+            "ru_maxrss_self_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB,
+            "ru_maxrss_children_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB,
+            "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(ctx.device) if cuda else None}  # fmt: skip
+
+
+# =============================================================================== watching the subprocesses
+
+
+def _read_kib(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            return next((int(line.split()[1]) for line in f if line.startswith(key)), 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _cpu_ticks(pid: int | str) -> int | None:
+    """utime + stime of one process, in clock ticks (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _busy_ticks() -> int:
+    """CPU time that every process on the machine has used (all cores), in clock ticks."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+
+
+class _Pipeline:
+    """One pipeline's subprocess, in its own session so that it and its loader workers stop and continue
+    together; the peak summed RSS and PSS of its process tree. RSS counts the pages that forked workers share
+    with the main process once per process; PSS splits them, so the PSS sum is what the pipeline occupies."""
+
+    def __init__(self, role: str, cmd: list[str], result: Path):
+        self.role, self.result_file = role, result
+        self.proc = subprocess.Popen(cmd + ["--role", role, "--result", str(result)], cwd=ROOT,
+                                     start_new_session=True)  # fmt: skip
+        self.on_proc = os.path.isdir(f"/proc/{self.proc.pid}")
+        self.rss = self.pss = self.max_procs = 0
+        self.running: list[tuple[float, float]] = []  # (monotonic start, end) of the slices it ran in
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def sample(self, with_pss: bool, ticks: dict[int, int]) -> None:
+        """One memory sample; the CPU ticks of every process of the tree go into ``ticks``."""
+        if not self.on_proc or not self.alive():
+            return
+        pids = _tree(self.proc.pid)
+        self.rss = max(self.rss, 1024 * sum(_read_kib(f"/proc/{p}/status", "VmRSS:") for p in pids))
+        if with_pss:
+            self.pss = max(self.pss, 1024 * sum(_read_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids))
+        self.max_procs = max(self.max_procs, len(pids))
+        for p in pids:
+            t = _cpu_ticks(p)
+            if t is not None:
+                ticks[p] = max(t, ticks.get(p, 0))
+
+    def result(self) -> dict:
+        if self.proc.wait() != 0:
+            raise SystemExit(f"the {self.role} run failed (exit {self.proc.returncode}); see its messages above")
+        r = json.loads(self.result_file.read_text())
+        if self.on_proc:
+            r.update(tree_peak_rss_bytes=max(self.rss, r["ru_maxrss_self_bytes"]), tree_peak_pss_bytes=self.pss,
+                     tree_max_processes=self.max_procs, memory_method="/proc sampling")  # fmt: skip
+        else:  # no /proc: the main process's peak plus the largest child's
+            r.update(tree_peak_rss_bytes=r["ru_maxrss_self_bytes"] + r["ru_maxrss_children_bytes"],
+                     memory_method="getrusage(SELF) + getrusage(CHILDREN)")  # fmt: skip
+        return r
+
+
+class _CpuLog:
+    """The machine's busy CPU time and ours (the measured trees and this process) over time."""
+
+    def __init__(self):
+        self.on = os.path.isfile("/proc/stat")
+        self.points: list[tuple[float, int, int]] = []  # (monotonic time, machine busy ticks, our ticks)
+
+    def add(self, ticks: dict[int, int]) -> None:
+        if self.on:
+            self.points.append((time.monotonic(), _busy_ticks(), sum(ticks.values()) + (_cpu_ticks("self") or 0)))
+
+    def _at(self, t: float):
+        for (ta, ba, oa), (tb, bb, ob) in zip(self.points, self.points[1:]):
+            if ta <= t <= tb:
+                w = (t - ta) / (tb - ta) if tb > ta else 0.0
+                return ba + w * (bb - ba), oa + w * (ob - oa)
+        return None
+
+    def other_load(self, segments: list[tuple[float, float]]) -> float | None:
+        """Mean number of cores that other processes kept busy during ``segments``."""
+        foreign = seconds = 0.0
+        for a, b in segments:
+            pa, pb = self._at(a), self._at(b)
+            if pa is None or pb is None:
+                return None
+            foreign += (pb[0] - pa[0]) - (pb[1] - pa[1])
+            seconds += b - a
+        return max(0.0, foreign / TICKS / seconds) if seconds > 0 else None
+
+
+def _overlap(a: float, b: float, running: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The parts of [a, b] during which the pipeline ran (was not stopped)."""
+    return [(max(a, s), min(b, e)) for s, e in running if min(b, e) > max(a, s)]
+
+
+def _ran(a: float, b: float, running: list[tuple[float, float]]) -> float:
+    return sum(e - s for s, e in _overlap(a, b, running))
+
+
+def _run_pipelines(roles: list[str], cmd: list[str], args, tmp: Path) -> list[dict]:
+    """Run ``roles`` to completion. With ``--slice``, all start at once and each in turn runs for a slice while
+    the others are stopped; otherwise ``roles`` is one pipeline. Step times count only the slices a pipeline ran."""
+    ticks: dict[int, int] = {}
+    cpu, sliced = _CpuLog(), len(roles) > 1
+    group = [_Pipeline(role, cmd, tmp / f"{role}.json") for role in roles]
+    if sliced:
+        for m in group:
+            m.signal(signal.SIGSTOP)
+    last_pss, turn = float("-inf"), 0
+    try:
+        while any(m.alive() for m in group):
+            m, turn = group[turn % len(group)], turn + 1
+            if not m.alive():
+                continue
+            m.signal(signal.SIGCONT)
+            start = time.monotonic()
+            while m.alive() and (not sliced or time.monotonic() - start < args.slice):
+                with_pss = time.monotonic() - last_pss >= PSS_INTERVAL
+                last_pss = time.monotonic() if with_pss else last_pss
+                for x in group:
+                    x.sample(with_pss and x is m, ticks)
+                cpu.add(ticks)
+                time.sleep(args.sample_interval)
+            if sliced:
+                m.signal(signal.SIGSTOP)
+            m.running.append((start, time.monotonic()))
+    finally:  # never leave a stopped process behind
+        for m in group:
+            m.signal(signal.SIGCONT)
+            if sys.exc_info()[0] is not None:
+                m.signal(signal.SIGKILL)
+    return [_timed(m.result(), m.running, cpu, args.slice if sliced else None) for m in group]
+
+
+def _timed(r: dict, running: list[tuple[float, float]], cpu: _CpuLog, slice_s) -> dict:
+    """Step and views times over the slices the pipeline ran in; the other load during each step."""
+    marks = r["step_marks"]
+    steps = list(zip(marks[:-1], marks[1:]))
+    r["step_seconds"] = [_ran(a, b, running) for a, b in steps]
+    r["views_seconds"] = [_ran(a, b, running) for a, b in r.pop("data_spans")]
+    r["seconds"] = sum(r["step_seconds"])
+    r["images_per_s"] = r["batch_size"] * r["steps"] / r["seconds"]
+    r["slice_s"] = slice_s
+    if cpu.on:
+        r["other_load_cores"] = cpu.other_load(_overlap(marks[0], marks[-1], running))
+        r["step_other_load_cores"] = [cpu.other_load(_overlap(a, b, running)) for a, b in steps]
+    load = r.get("other_load_cores")
+    print(f"   {r['role']}: {r['images_per_s']:.1f} images/s ({r['seconds']:.1f} s for {r['steps']} steps"
+          + ("" if load is None else f"; other processes kept {load:.2f} cores busy") + ")", flush=True)  # fmt: skip
+    return r
+
+
+# =============================================================================== summary, table, JSON
+
+
+def _quiet(rs: list[dict]) -> tuple[float | None, int]:
+    """images/s over the steps of all rounds during which other processes left the CPUs alone; their number."""
+    n = t = steps = 0
+    for r in rs:
+        for dt, load in zip(r["step_seconds"], r.get("step_other_load_cores") or []):
+            if load is not None and load < QUIET_LOAD:
+                n, t, steps = n + r["batch_size"], t + dt, steps + 1
+    return (n / t if t else None), steps
+
+
+def _peak(rs: list[dict], key: str):
+    return max((r.get(key) or 0) for r in rs) or None
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict:
+    """Per pipeline: the median over the rounds; memory: the largest peak seen."""
+    out: dict[str, Any] = {}
+    for role, rs in runs.items():
+        loads = [r["other_load_cores"] for r in rs if r.get("other_load_cores") is not None]
+        costs = [r["transform_cpu_s_per_batch"] for r in rs if r.get("transform_cpu_s_per_batch") is not None]
+        quiet, quiet_steps = _quiet(rs)
+        out[role] = {
+            "images_per_s": statistics.median(r["images_per_s"] for r in rs),
+            "images_per_s_rounds": [round(r["images_per_s"], 2) for r in rs],
+            "images_per_s_median_step": statistics.median(
+                r["batch_size"] / statistics.median(r["step_seconds"]) for r in rs
+            ),
+            "views_seconds_per_step": statistics.median(statistics.mean(r["views_seconds"]) for r in rs),
+            "transform_cpu_s_per_batch": statistics.median(costs) if costs else None,
+            "other_load_cores": max(loads) if loads else None,
+            "images_per_s_quiet": quiet,
+            "quiet_steps": quiet_steps,
+            "tree_peak_rss_bytes": _peak(rs, "tree_peak_rss_bytes"),
+            "tree_peak_pss_bytes": _peak(rs, "tree_peak_pss_bytes"),
+            "main_peak_rss_bytes": _peak(rs, "ru_maxrss_self_bytes"),
+            "cuda_max_allocated_bytes": _peak(rs, "cuda_max_allocated_bytes"),
+        }
+    s, lt = out[SELFSUP], out[LIGHTLY]
+    out["ratio_selfsup_over_lightly"] = s["images_per_s"] / lt["images_per_s"]
+    out["ratio_median_step"] = s["images_per_s_median_step"] / lt["images_per_s_median_step"]
+    q = (s["images_per_s_quiet"], lt["images_per_s_quiet"])
+    out["ratio_quiet_steps"] = q[0] / q[1] if all(q) else None
+    return out
+
+
+def _mib(b) -> str:
+    return "-" if not b else f"{b / 2**20:,.0f} MiB"
+
+
+def print_table(summary: dict, labels: dict[str, str], cuda: bool) -> None:
+    roles = [r for r in (LIGHTLY, SELFSUP, MODEL_ALONE) if r in summary]
+    ceiling = summary[MODEL_ALONE]["images_per_s"] if MODEL_ALONE in summary else None
+    cols = ["pipeline", "images/s", "by median step"] + (["of model alone"] if ceiling else []) + ["views, ms/step"]
+    cols += [] if cuda else ["other load (cores)", f"images/s, quiet steps (other load < {QUIET_LOAD:g})"]
+    cols += ["peak RSS (tree)", "peak PSS (tree)", "peak RSS (main)"] + (["CUDA max allocated"] if cuda else [])
+    rows = []
+    for role in roles:
+        s = summary[role]
+        load, quiet = s["other_load_cores"], s["images_per_s_quiet"]
+        rows.append([labels[role], f"{s['images_per_s']:.1f}", f"{s['images_per_s_median_step']:.1f}",
+                     *([f"{100 * s['images_per_s'] / ceiling:.0f}%"] if ceiling else []),
+                     f"{1e3 * s['views_seconds_per_step']:.0f}",
+                     *([] if cuda else ["-" if load is None else f"{load:.2f}",
+                                        "- (none)" if quiet is None else f"{quiet:.1f} ({s['quiet_steps']} steps)"]),
+                     _mib(s["tree_peak_rss_bytes"]), _mib(s["tree_peak_pss_bytes"]), _mib(s["main_peak_rss_bytes"]),
+                     *([_mib(s["cuda_max_allocated_bytes"])] if cuda else [])])  # fmt: skip
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = lambda r: "| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) + " |"  # noqa: E501 # fmt: skip
+    print("\n" + line(cols))
+    print("|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
+    for r in rows:
+        print(line(r))
+    quiet = summary["ratio_quiet_steps"]
+    print(f"\nselfsup / lightly = {summary['ratio_selfsup_over_lightly']:.2f}x over all timed steps, "
+          f"{summary['ratio_median_step']:.2f}x by the median step"
+          + ("" if cuda or quiet is None else f", {quiet:.2f}x over the quiet steps"))  # fmt: skip
+    cost = summary[LIGHTLY]["transform_cpu_s_per_batch"]
+    spent = "" if cost is None else (f"; lightly's transform costs {1e3 * cost:.0f} ms of CPU per batch in one "
+                                     "process, which its workers spend on the cores the model uses")  # fmt: skip
+    print(
+        "views, ms/step: the training loop's time getting a batch of views (lightly: waiting for its loader; "
+        f"selfsup: making them){spent}"
+    )
+
+
+def _machine(device: str, cores: int) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {cores} cores"
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "lightly", "selfsup", "pillow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+# =============================================================================== flags and the whole run
+
+
+def _parse(cmp: Comparison, argv) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=cmp.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--batch-size", type=int, help=f"default 128 on CPU, {cmp.cuda_batch_size} on CUDA")
+    p.add_argument("--steps", type=int, help=f"timed steps per run (default {cmp.cpu_steps} on CPU, 50 on CUDA)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 2 on CPU, 10 on CUDA)")
+    p.add_argument("--workers", type=int, help="lightly's DataLoader workers (default 2 on CPU, min(8, cores) on CUDA)")
+    p.add_argument("--threads", type=int, help="torch threads of each pipeline's main process (default: all cores)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds, each started by another pipeline; median reported")
+    p.add_argument("--slice", type=float, help="on CPU, run the pipelines at once, taking turns of this many seconds "
+                   "(default 5); 0: one after the other (always so on CUDA)")  # fmt: skip
+    p.add_argument("--model-only", action="store_true", help="every side trains on one fixed batch of its views")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
+    p.add_argument("--lightly-channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="lightly's model in channels_last on CPU too, as selfsup's (default: on)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-interval", type=float, default=0.2, help="seconds between memory samples")
+    p.add_argument("--json", dest="json_out", help=f"default benchmarks/results/{cmp.name}_<device>.json")
+    for hidden in ("--role", "--settings", "--result"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+    if cmp.arguments:
+        cmp.arguments(p)
+    args = p.parse_args(argv)
+    if args.role:  # a measured subprocess: the parent's resolved settings
+        return argparse.Namespace(**{**json.loads(args.settings), "role": args.role, "result": args.result})
+    if min(args.steps or 1, args.rounds, args.batch_size or 1) < 1 or min(args.warmup or 0, args.slice or 0) < 0:
+        p.error("--steps, --rounds and --batch-size must be at least 1, --warmup and --slice at least 0")
+    return args
+
+
+def _resolve(cmp: Comparison, args, cores: int) -> None:
+    """Device-dependent defaults."""
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available here")
+    cuda = args.device == "cuda"
+    args.batch_size = args.batch_size or (cmp.cuda_batch_size if cuda else 128)
+    args.steps = args.steps or (50 if cuda else cmp.cpu_steps)
+    args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
+    args.workers = args.workers if args.workers is not None else (min(8, cores) if cuda else 2)
+    args.threads = args.threads or cores
+    if cuda or not hasattr(signal, "SIGSTOP"):  # a stopped process's GPU work goes on: no slices
+        args.slice = 0.0
+    args.slice = 5.0 if args.slice is None else args.slice
+
+
+def _run_rounds(cmp: Comparison, args) -> dict[str, list[dict]]:
+    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "json_out")}
+    cmd = [sys.executable, str(Path(sys.argv[0]).resolve()), "--settings", json.dumps(settings)]
+    roles = [LIGHTLY, SELFSUP] + ([MODEL_ALONE] if cmp.model_alone and not args.model_only else [])
+    runs: dict[str, list[dict]] = {role: [] for role in roles}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            order = roles[r % len(roles) :] + roles[: r % len(roles)]  # each round another goes first
+            for group in [order] if args.slice else [[role] for role in order]:
+                for res in _run_pipelines(group, cmd, args, Path(tmp)):
+                    runs[res["role"]].append(res)
+    return runs
+
+
+def main(cmp: Comparison, argv=None) -> int:
+    args = _parse(cmp, argv)
+    if args.role:
+        Path(args.result).write_text(json.dumps(_run_role(cmp, args)))
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _resolve(cmp, args, cores)
+    from selfsup.data import load_dataset
+
+    load_dataset("fashion-mnist", image_size=IMAGE_SIZE)  # build the decode cache once, outside the timings
+    machine, model = _machine(args.device, cores), cmp.model.format(**vars(args))
+    load_before, t0 = os.getloadavg(), time.perf_counter()
+    print(f"{cmp.title} on {machine}: {model}, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed "
+          f"steps, {args.threads} torch threads, {args.workers} lightly workers"
+          f"{', fixed views' if args.model_only else ''}{', torch.compile' if args.compile else ''}; load average "
+          f"{load_before[0]:.2f}; " + (f"the runs take turns of {args.slice:g} s" if args.slice else
+                                      "one run after the other"), flush=True)  # fmt: skip
+    runs = _run_rounds(cmp, args)
+    wall, load_after = time.perf_counter() - t0, os.getloadavg()
+    summary = summarize(runs)
+    print(f"\n{cmp.title}, {machine}: {model}, batch {args.batch_size}, median of {args.rounds} round(s)")
+    print_table(summary, cmp.labels(), args.device == "cuda")
+    how = runs[SELFSUP][0]["memory_method"]
+    every = f" (RSS every {args.sample_interval:g} s, PSS every {PSS_INTERVAL:g} s)" if how == "/proc sampling" else ""
+    print(f"memory of each pipeline's process tree (main + loader workers): {how}{every}; load average "
+          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; {wall:.0f} s in all")  # fmt: skip
+    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "json_out")}
+    report = {"machine": machine, "device": args.device, "cores": cores, "versions": _versions(), "settings": settings,
+              "model": model, "environment": {k: os.environ.get(k) for k in ENV_KEYS},
+              "load_average_before": load_before, "load_average_after": load_after, "wall_s": wall,
+              "harness_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), "summary": summary,
+              "runs": runs}  # fmt: skip
+    out = Path(args.json_out) if args.json_out else ROOT / "benchmarks" / "results" / f"{cmp.name}_{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"results written to {out}")
+    return 0

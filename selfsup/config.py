@@ -99,7 +99,7 @@ class MethodConfig:
 @dataclass
 class TrainConfig:
     budget: str = "3m"
-    batch_size: int = 256
+    batch_size: int | None = None  # None: the method's batch for the device (256 on a GPU; on a CPU see its defaults)
     optimizer: str | None = None  # None: the method's paper default (sgd | lars | adamw)
     lr: float | None = None  # None: the method's base lr scaled by batch_size / 256
     weight_decay: float | None = None
@@ -179,7 +179,7 @@ class RunConfig:
         t = self.train
         parse_budget(t.budget)
         parse_budget(t.checkpoint_every, "train.checkpoint_every")
-        if t.batch_size < 2:
+        if t.batch_size is not None and t.batch_size < 2:
             raise UserError(f"train.batch_size={t.batch_size} must be at least 2")
         if t.accumulate < 1:
             raise UserError(f"train.accumulate={t.accumulate} must be at least 1")
@@ -301,6 +301,8 @@ def set_field(cfg: RunConfig, dotted: str, value: Any) -> None:
 
 # ----------------------------------------------------------------------------- resolution
 
+DEFAULT_BATCH = 256  # a method's batch unless its defaults name one (``batch_size``, or ``cpu_batch_size`` on a CPU)
+
 
 def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int = 1,
             notes: list[str] | None = None) -> RunConfig:  # fmt: skip
@@ -332,6 +334,9 @@ def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int =
     out.method.params = resolve_method_params(out.method.name, out.method.params, n)
 
     t = out.train
+    defaults = cls.defaults
+    if t.batch_size is None:
+        t.batch_size = defaults.get(f"{device_type}_batch_size", defaults.get("batch_size", DEFAULT_BATCH))
     unit = world_size * t.accumulate
     if n < unit:
         raise UserError(f"{out.data.name!r} has {n} training samples, fewer than {world_size} process(es) x "
@@ -342,7 +347,6 @@ def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int =
     if t.batch_size % unit:
         raise UserError(f"train.batch_size={t.batch_size} must divide evenly over {world_size} process(es) "
                         f"x {t.accumulate} accumulation step(s)")  # fmt: skip
-    defaults = cls.defaults
     t.optimizer = t.optimizer or defaults["optimizer"]
     t.lr = t.lr if t.lr is not None else defaults["lr"] * t.batch_size / 256
     t.weight_decay = t.weight_decay if t.weight_decay is not None else defaults["weight_decay"]

@@ -216,7 +216,9 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
         paths = write_eval_report(run, cfg, ds, rows, encoders["pretrained"], splits["test"], test_f, log)
         clock.add("report", time.perf_counter() - t0)
         log(f"wrote {', '.join(str(p) for p in paths)}")
-    cost = {"wall_s": round(clock.total(), 2), "phases": clock.phases, "device": device,
+    from selfsup.distributed import local_device
+
+    cost = {"wall_s": round(clock.total(), 2), "phases": clock.phases, "device": str(local_device(device)),
             "samples": {"labelled_pool": len(pool_idx), "validation": len(val_idx), "test": len(test)}}  # fmt: skip
     atomic_write_text(run / "eval_cost.json", json.dumps(cost, indent=1))
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in clock.phases.items())

@@ -55,10 +55,11 @@ def knn_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tenso
     return (pred == test_y).float().mean().item()
 
 
-def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, wd: float, iters: int) -> Tensor:
-    """Multinomial logistic regression, full-batch L-BFGS; returns W [D+1, C] (bias last)."""
+def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, wd: float, iters: int, init: Tensor | None = None) -> Tensor:
+    """Multinomial logistic regression, full-batch L-BFGS from ``init`` (zeros); returns W [D+1, C] (bias last)."""
     xb = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
-    w = torch.zeros(xb.shape[1], num_classes, dtype=x.dtype, requires_grad=True)
+    w = torch.zeros(xb.shape[1], num_classes, dtype=x.dtype) if init is None else init.clone()
+    w.requires_grad_(True)
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=iters, history_size=10, tolerance_grad=1e-6,
                             tolerance_change=1e-9, line_search_fn="strong_wolfe")  # fmt: skip
 
@@ -81,8 +82,10 @@ def linear_probe(train_f: Tensor, train_y: Tensor, eval_sets: dict[str, tuple[Te
                  ) -> tuple[dict[str, float], float]:  # fmt: skip
     """A linear classifier on frozen features standardized with the training subset's statistics.
 
-    One classifier per L2 strength is fit on the training subset; the one with the best accuracy on
-    ``eval_sets[select_on]`` (the validation split) is kept and scored on every eval set. Returns
+    One classifier per L2 strength is fit on the training subset, strongest first, each L-BFGS run
+    starting from the previous solution (a regularization path: the later fits start near their optimum);
+    the one with the best accuracy on ``eval_sets[select_on]`` (the validation split) is kept and scored on
+    every eval set; ties go to the stronger L2. Returns
     ({split: accuracy}, the chosen L2 strength). Without a ``select_on`` set the first strength is used.
     """
     with torch.enable_grad():
@@ -93,8 +96,11 @@ def linear_probe(train_f: Tensor, train_y: Tensor, eval_sets: dict[str, tuple[Te
         train_f = norm(train_f)
         sets = {k: (norm(f), y.cpu()) for k, (f, y) in eval_sets.items()}
         acc = lambda w, s: (_predict(w, sets[s][0]) == sets[s][1]).float().mean().item()  # noqa: E731
-        candidates = list(weight_decays) if select_on in sets else list(weight_decays)[:1]
-        fits = [(wd, _fit_logreg(train_f, train_y, num_classes, wd, iters)) for wd in candidates]
+        candidates = sorted(weight_decays, reverse=True) if select_on in sets else list(weight_decays)[:1]
+        fits, w = [], None
+        for wd in candidates:
+            w = _fit_logreg(train_f, train_y, num_classes, wd, iters, init=w)
+            fits.append((wd, w))
         best_wd, best_w = max(fits, key=lambda f: acc(f[1], select_on)) if len(fits) > 1 else fits[0]
         return {s: acc(best_w, s) for s in sets}, best_wd
 

@@ -19,21 +19,17 @@ asymmetric views: random resized crop (0.08-1) + flip, colour jitter (brightness
 saturation 0.2, hue 0.1) p 0.8, grayscale p 0.2, then Gaussian blur p 1.0 / 0.1 and solarization
 p 0 / 0.2 for the first / second view.
 
-Defaults here differ for short budgets, 28 px images and CPUs, as measured on Fashion-MNIST (4096
-images, batch 128, 80 steps; kNN / linear probe accuracy, random init 0.579 / 0.677; tests/test_learning.py):
+Defaults here differ for short budgets, 28 px images and CPUs (their measurements: docs/method-defaults.md):
 
 - tau_base follows the run length, ``min(0.996, 1 - 25 / total_steps)``: the paper's 0.996 from 6250
   steps on, 0.975 at 1000, 0.92 at 320, 0.69 at 80. A target that trails the online network by hundreds
-  of steps stays near its random init in a short run. At 320 steps (batch 64) the rule gave kNN 0.612 /
-  0.623 (seeds 0 / 1) where tau_base 0.99 gave 0.572 / 0.452; at 80 steps (seed 0) tau_base 0.99 / 0.97 /
-  0.9 / 0.7 / 0.5 / 0 gave kNN 0.571 / 0.567 / 0.580 / 0.625 / 0.624 / 0.622. (The paper's fixed tau = 0
-  collapsed over 300 epochs; here tau still rises to 1.) BYOL starts slowly: 80 steps of 128 images do
-  not reliably beat a random init (seeds 1 and 2: kNN 0.43-0.49 against 0.60-0.63, whatever tau_base).
-- SGD with momentum at lr 0.8 x BatchSize/256 (0.4: kNN 0.564; 1.6: kNN 0.586, at tau_base 0.5 / 0.7),
-  weight decay 1.5e-6 as the paper. LARS pays off only for very large batches; ``--optimizer lars
-  --lr 0.2`` gives the paper's.
+  of steps stays near its random init in a short run. (The paper's fixed tau = 0 collapsed over 300
+  epochs; here tau still rises to 1.) BYOL starts slowly: very short runs do not reliably beat a
+  random init, whatever tau_base.
+- SGD with momentum at lr 0.8 x BatchSize/256, weight decay 1.5e-6 as the paper. LARS pays off only for
+  very large batches; ``--optimizer lars --lr 0.2`` gives the paper's.
 - MLP hidden width 4x the encoder's dim (4096 = 2 x 2048 in the paper, but a width-8 ResNet's dim is 64;
-  8x learned no more), output 256 as the paper.
+  a wider MLP learned no more), output 256 as the paper.
 - Crops of at least 20% of the image (8% of a 28 px image is a 2x2 .. 8x8 patch) and no blur on images of
   64 px or less (a 3x3 kernel with sigma up to 2 erases 28 px images).
 - Solarization is kept for RGB images and skipped for 1-channel ones: there it turns the bright garment
@@ -89,7 +85,8 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
 class BYOL(nn.Module):
     modality = "image"
     Params = BYOLParams
-    defaults = {"optimizer": "sgd", "lr": 0.8, "weight_decay": 1.5e-6}  # lr per 256 images
+    defaults = {"optimizer": "sgd", "lr": 0.8, "weight_decay": 1.5e-6,  # lr per 256 images
+                "cpu_batch_size": 64}  # BYOL starts slowly: on a CPU, many small steps learn more in minutes
 
     def __init__(self, encoder: nn.Module, params: BYOLParams, spec):
         super().__init__()

@@ -27,8 +27,8 @@ local 96 px (scale 0.05-0.4), flip, colour jitter (0.4, 0.4, 0.2, 0.1; p=0.8),
 grayscale (p=0.2), Gaussian blur (p=1.0 / 0.1 on the two global crops, 0.5 on
 local ones), solarization (p=0.2, second global crop only).
 
-Defaults here differ for 28 px images, small encoders and short budgets on a CPU (measured
-on 4096 Fashion-MNIST images, ResNet-18 at width 8, 40-80 steps of batch 128):
+Defaults here differ for 28 px images, small encoders and short budgets on a CPU (their
+measurements: docs/method-defaults.md):
 - K = 256 prototypes, hidden 512, bottleneck 128: 65536 prototypes is for 1.3M images.
 - BatchNorm in the head MLP (the released code's ``use_bn_in_head``): a random-init
   convnet maps all images to nearly the same direction (mean cosine 0.9), so without it
@@ -39,15 +39,17 @@ on 4096 Fashion-MNIST images, ResNet-18 at width 8, 40-80 steps of batch 128):
 - Teacher momentum 0.99 (not 0.996): with a few hundred steps a 0.996 teacher barely
   leaves its random init; 0.9 diverged at this lr.
 - 4 local crops (not 8-10) to keep the step cheap, at ``local_size`` = image_size x
-  96/224 (12 px at 28 px).
+  96/224 (12 px at 28 px; a multiple of a ViT's patch size).
 - Gaussian blur off at 64 px and below (a 3 px kernel erases most of a 28 px image);
   solarization kept (p=0.2 on the second global crop). For one-channel images the
   colour jitter reduces to brightness and contrast, and grayscale is a no-op.
 - SGD with momentum, lr 1.0 x BatchSize/256, weight decay 1e-4. The released ResNet-50
   recipe is SGD, lr 0.03, weight decay 1e-4, global crops 0.14-1, local 0.05-0.14;
-  the lr is raised for short runs (0.3 gained less than half as much in 40 steps);
+  the lr is raised for short runs (0.3 gained much less in the first steps);
   ``--optimizer adamw --lr 0.0005`` gives the ViT recipe.
 - The released code freezes the last layer for the first epoch; not done here.
+- Evaluation uses the teacher's encoder (``eval_encoder``), as the paper: its BatchNorm statistics come
+  from global crops only, where the student's mix global and local ones.
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ def dino_loss(student_logits: Tensor, teacher_probs: Tensor, student_temp: float
 class DINO(nn.Module):
     modality = "image"
     Params = DINOParams
-    defaults = {"optimizer": "sgd", "lr": 1.0, "weight_decay": 1e-4}  # lr per 256 images
+    defaults = {"optimizer": "sgd", "lr": 1.0, "weight_decay": 1e-4,  # lr per 256 images
+                "cpu_batch_size": 64}  # DINO starts slowly: on a CPU, many small steps learn more in minutes
     eval_encoder = "teacher_encoder"  # the paper evaluates the teacher (its BN statistics come from global crops)
 
     def __init__(self, encoder: nn.Module, params: DINOParams, spec):

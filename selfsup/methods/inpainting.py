@@ -25,19 +25,16 @@ Defaults here differ for 28 px images, short budgets and a CPU:
 * ``mask="random"``: 4 random blocks each covering 1/16 of the image (up to 1/4 together).
   On Fashion-MNIST the central block lies inside the garment almost always, so filling it is
   mostly predicting a flat texture; scattered blocks hide edges and parts as well and teach
-  more about shape (measured: see tests/test_learning.py's numbers in the docstring there).
+  more about shape.
 * No overlap border by default (``overlap=0``; set e.g. 1 px with ``overlap_weight`` 10): at
   28 px the paper's border would be a quarter of the hole, and the L2 on the hole alone
   trained the better features here.
 * ``bottleneck="pooled"``: the decoder starts from the encoder's pooled vector (one linear
   layer to a D x g x g grid), not from its token grid. The features a probe reads are the
   pooled ones, so the pooled vector alone must carry what the reconstruction needs; from the
-  token grid the encoder can pass the picture around its pooling (measured, the test's 250
-  AdamW steps: kNN 65.6 pooled vs 61.7 channel-wise, linear 76.4 vs 74.2; random init 57.9
-  and 67.8).
+  token grid the encoder can pass the picture around its pooling (docs/method-defaults.md).
 * AdamW, lr 6e-3 x BatchSize/256, weight decay 5e-4, warm-up + cosine (the trainer's
-  schedule), instead of Adam at 2e-4: a short budget needs the larger step (measured, the
-  test's 250 steps of 128: kNN 65.6 vs 57.9 at random init, linear 76.4 vs 67.8).
+  schedule), instead of Adam at 2e-4: a short budget needs the larger step.
 * The target is the normalized image (the encoder's own input units), so the loss scale does
   not depend on the dataset's contrast.
 """

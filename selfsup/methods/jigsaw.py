@@ -23,11 +23,10 @@ Defaults here differ for 28 px images, short budgets and a CPU:
 * Tiles are cut from the crop upsampled ``canvas_scale`` = 3x (cells of 28 px, tiles of 24 px,
   each showing a third of the image side at 3x). At the native 28 px a tile is 8 px; the
   ResNet's last stage then works on a 1x1 map, where its 3x3 kernels only ever train their
-  centre taps, while the whole 28 px images it embeds afterwards give it 4x4 maps: measured on
-  Fashion-MNIST (80 steps), 8 px tiles did not reliably beat a random-init encoder, 16 px
-  tiles (2x) barely, 24 px tiles (3x, last stage at 3x3) do: batches of 32 puzzles, kNN /
-  linear probe 61.5 / 72.2 after 80 steps and 67.1 / 72.0 after 160, against 57.9 / 67.8
-  at random init (the test's setting). A puzzle costs about 7 whole images.
+  centre taps, while the whole 28 px images it embeds afterwards give it 4x4 maps. 8 px tiles
+  did not reliably beat a random-init encoder, 16 px tiles (2x) barely, 24 px tiles (3x, last
+  stage at 3x3) do (docs/method-defaults.md). A puzzle costs about 7 whole images. For a ViT
+  the tile is rounded down to a multiple of its patch size.
 * 100 permutations instead of 1000: a 100-way head learns within a few hundred steps. The
   greedy rule ranks candidates by their distance to the nearest chosen permutation first and
   the paper's summed distance second: the same average distance as the paper's rule alone
@@ -35,16 +34,15 @@ Defaults here differ for 28 px images, short budgets and a CPU:
 * The crop keeps 60-100% of the image (the paper's 225 of 256 px keeps 77%).
 * Per-tile normalization is off by default (``tile_norm``): on these grayscale images with a
   black background, standardizing every tile shifts the encoder's input statistics away
-  from the whole images it embeds afterwards; measured (8 px tiles), it made the encoder
-  worse than at random init.
+  from the whole images it embeds afterwards; with it (8 px tiles) the encoder ended worse
+  than at random init.
 * The channel jitter is 1 px (the paper's 2 px on 64 px tiles, scaled to 24 px) and the
   grayscale mix (``grayscale_p``) is 0.3; both only apply to RGB images.
 * The head is one MLP (9 x D -> 1024 -> permutations) on the encoder's pooled tile features;
   a shared per-tile fc layer before the concatenation (the paper's fc6, ``tile_fc``) made
-  the features worse (measured with 8 px tiles), so it is off by default.
+  the features worse (8 px tiles), so it is off by default.
 * SGD with Nesterov momentum, lr 0.1 x BatchSize/256 (the paper: 0.01 at 256 for 350k
-  iterations), warm-up + cosine: at 0.05 the puzzle was still near chance after 80 steps of
-  32 puzzles.
+  iterations), warm-up + cosine: at 0.05 the puzzle was still near chance after a short run.
 """
 
 from __future__ import annotations
@@ -82,7 +80,8 @@ class JigsawParams:
 class Jigsaw(nn.Module):
     modality = "image"
     Params = JigsawParams
-    defaults = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4}  # lr per 256 puzzles
+    defaults = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4,  # lr per 256 puzzles
+                "cpu_batch_size": 32}  # a puzzle costs ~7 images: 256 puzzles take ~6 s a step on 2 cores
 
     def __init__(self, encoder: nn.Module, params: JigsawParams, spec):
         super().__init__()

@@ -18,9 +18,8 @@ Defaults here differ for short budgets, 28 px images and a CPU:
   several times the ViT-Tiny encoder it trains (which sees 12 tokens); the paper's ablation (Table 1)
   finds a 1-block decoder still fine-tunes well.
 * lr 1.5e-3 x BatchSize/256 (10x the paper's base lr) for a few hundred steps instead of 1600
-  epochs; the Trainer warms up for its own fraction of the steps, not 40 epochs. Measured on 4096
-  Fashion-MNIST images (ViT-Tiny, batch 128, 150 steps): kNN 46% -> 51%, linear probe 74% -> 76%
-  over random init; 4x the lr did worse (50%, 75%). The test's 64-d x 4-block ViT prefers 6e-3.
+  epochs; the Trainer warms up for its own fraction of the steps, not 40 epochs. Smaller ViTs
+  than ViT-Tiny take a larger lr (measurements: docs/method-defaults.md).
 * On 28 px images, 7 px patches (``--patch-size 7``: 16 patches, 4 visible) learn faster in short
   budgets than the default 4 px ones; the end-to-end test uses them.
 * The decoder decodes the patch tokens only; the reference code also passes it the class token,

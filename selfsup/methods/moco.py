@@ -21,29 +21,28 @@ sub-batches, each with its own BatchNorm statistics, then put back in order, so 
 with a random set of images other than its query's batch statistics. ``train.sync_bn`` is the
 alternative under DDP (then set ``shuffle_bn: false`` to save the gather of the key images).
 
-Paper hyperparameters (ImageNet, ResNet-50): K = 65536, m = 0.999, T = 0.07 (v1) / 0.2 (v2), MLP
+Paper hyperparameters (ImageNet, ResNet-50): K = 65536 (4096 in the authors' CIFAR-10 demo), m = 0.999, T = 0.07 (v1) / 0.2 (v2), MLP
 head 2048-2048-128 without BatchNorm (v2), SGD lr 0.03 x BatchSize/256, momentum 0.9, weight decay
 1e-4, batch 256, cosine schedule (v2), 200-800 epochs; views (v2): random resized crop (0.2-1),
 colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale p 0.2, Gaussian blur (sigma 0.1-2) p 0.5,
 horizontal flip; asymmetric loss (one query view, one key view per image).
 
-Defaults here differ for short budgets, 28 px images and CPUs, as measured on Fashion-MNIST (4096
-images, batch 128, 80 steps; kNN / linear probe accuracy, random init 0.579 / 0.677; tests/test_learning.py):
+Defaults here differ for short budgets, 28 px images and CPUs (their measurements: docs/method-defaults.md):
 
-- m = 0.99: at 0.999 the key encoder would still be ~92% its random init after 80 steps; m = 0.9 made
-  the keys too noisy (kNN 0.58 vs 0.63 at 0.99).
-- SGD lr 0.5 x BatchSize/256 (0.12 learned too little in 80 steps: kNN 0.60; 1.0 gave kNN 0.59, linear
-  probe unchanged); weight decay 1e-4 as the paper.
-- K is capped to the training-set size (``num_samples``): 65536 keys of 4096 images would hold each
-  image 16 times. Short runs like smaller queues, whose keys are fresher and which fill sooner (the
-  queue starts as random unit vectors): 512 / 1024 / 2048 / 4096 keys gave kNN 0.644 / 0.632 / 0.627 /
-  0.629 and linear 0.775 / 0.771 / 0.759 / 0.746 at 80 steps; set ``queue_size`` for such runs.
-  (80-step margins depend on the seed: at seeds 1 / 2, random init kNN 0.627 / 0.601, K = 512 gave
-  kNN 0.564 / 0.605.)
+- m = 0.99: at 0.999 the key encoder stays near its random init for the first hundreds of steps; 0.9
+  made the keys too noisy.
+- SGD lr 0.5 x BatchSize/256 (a short run needs a larger step than the paper's 0.03); weight decay
+  1e-4 as the paper.
+- K = 4096, as the authors' CIFAR-10 demo: a queue of 65536 keys takes a short run longer to fill
+  than the run lasts, and until then it is mostly the random unit vectors it starts from. K is
+  capped at half the training-set size (``resolve_params``): 65536 keys of 4096 images would hold
+  each image 16 times, and at K = N a query meets its own stale key among the negatives from the
+  second epoch on. Short runs like smaller queues, whose keys are fresher and which fill sooner (the
+  queue starts as random unit vectors); set ``queue_size`` for such runs.
 - No blur on images of 64 px or less (a 3x3 kernel with sigma up to 2 erases 28 px images).
 - The loss is asymmetric, as in v2. ``symmetric: true`` adds the swapped pair (MoCo v3's form) and
-  enqueues the keys of both views, at twice the compute per step; at 80 steps it learned no more
-  (kNN 0.634 vs 0.632, K = 1024), so under a time budget the asymmetric loss gets more done.
+  enqueues the keys of both views, at twice the compute per step; in short runs it learned no more,
+  so under a time budget the asymmetric loss gets more done.
 """
 
 from __future__ import annotations
@@ -64,7 +63,7 @@ from selfsup.views import ImageAugment, blur_p_for
 
 @dataclass
 class MoCoParams:
-    queue_size: int = 65536  # K; capped to the training-set size when known
+    queue_size: int = 4096  # K (the paper's 65536 is for ImageNet; 4096 as MoCo's CIFAR demo); at most half the data
     momentum: float = 0.99  # m of the key encoder's EMA (paper 0.999)
     temperature: float = 0.2
     proj_hidden: int | None = None  # None: the encoder's dim

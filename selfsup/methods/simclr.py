@@ -13,11 +13,12 @@ Paper hyperparameters: LARS, lr = 0.3 x BatchSize/256, weight decay 1e-6,
 (scale 0.08-1) + flip, colour jitter (s=1 ImageNet, 0.5 CIFAR; p=0.8), grayscale
 (p=0.2), Gaussian blur (p=0.5, ImageNet only).
 
-Defaults here are scaled to small images, small batches and short budgets, as
-measured on Fashion-MNIST (150 steps, batch 256, README): SGD with momentum
-(LARS pays off only for very large batches; ``--optimizer lars --lr 0.3`` gives
-the paper's), lr 1.0 x BatchSize/256, temperature 0.2, and crops of at least 20%
-of the image (8% of a 28 px image is a 2x2 .. 8x8 patch with nothing left to match).
+Defaults here are scaled to small images, small batches and short budgets (their measurements:
+docs/method-defaults.md): SGD with momentum (LARS pays off only for very large batches;
+``--optimizer lars --lr 0.3`` gives the paper's), lr 1.0 x BatchSize/256 (a short run needs the
+larger step), temperature 0.2 (between the paper's 0.1 for large batches and 0.5 for CIFAR), and
+crops of at least 20% of the image (8% of a 28 px image is a 2x2 .. 8x8 patch with nothing left
+to match). Under DDP, BatchNorm is synchronized over the ranks (the paper's global BN).
 """
 
 from __future__ import annotations

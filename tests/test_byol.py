@@ -79,19 +79,19 @@ def test_momentum_schedule_rises_from_base_to_one():
     assert all(a <= b for a, b in zip(taus, taus[1:]))
     assert cosine_momentum(base, 2 * total, total) == pytest.approx(1.0)
     # the default tau_base: the paper's 0.996 for long runs, lower for short ones
-    assert default_base_momentum(10**6) == 0.996 and default_base_momentum(80) == pytest.approx(0.6875)
-    assert default_base_momentum(1000) == pytest.approx(0.975) and default_base_momentum(10) == 0.0
+    assert default_base_momentum(10**6) == 0.996 and default_base_momentum(400) == pytest.approx(0.75)
+    assert default_base_momentum(1000) == pytest.approx(0.9) and default_base_momentum(80) == 0.0
 
 
 @pytest.mark.parametrize("explicit", [True, False])
 def test_after_step_moves_the_target_by_the_scheduled_tau(explicit):
-    total = 50
-    base = 0.9 if explicit else 0.5  # default: 1 - 25 / 50
+    total = 200
+    base = 0.9 if explicit else 0.5  # default: 1 - 100 / 200
     method = make(base_momentum=base) if explicit else make()
     target, online = target_and_online(method)
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
     g = torch.Generator().manual_seed(0)
-    for step, tau in [(0, base), (25, (1 + base) / 2)]:
+    for step, tau in [(0, base), (100, (1 + base) / 2)]:
         opt.zero_grad()
         method(method.views(images(step), g)).loss.backward()
         opt.step()

@@ -286,3 +286,21 @@ def test_other_formats_decode(tmp_path):
     _save(root / "d.gif", frames[0], save_all=True, append_images=frames[1:])  # first frame is used
     x = load_image_folder(root, image_size=8).train_x
     assert x[:, :, 6, 4].tolist() == [[10, 20, 30], [10, 200, 30], [5, 250, 5], [255, 0, 0]]
+
+
+def test_small_images_keep_their_own_size(tmp_path):
+    """No --image-size: images of at most 64 px are not upsampled (the largest shorter side is used);
+    a folder with larger images is resized to 64 px. The native-size cache serves a later explicit size."""
+    small = tmp_path / "small"
+    for i, side in enumerate((12, 20, 16)):
+        _save(small / f"{i}.png", _solid(i * 40, size=(side + 3, side), mode="L"))
+    ds = load_image_folder(small)
+    assert ds.train_x.shape == (3, 1, 20, 20) and ds.spec.size == 20
+    big = tmp_path / "big"
+    _save(big / "a.png", _solid((10, 20, 30), size=(100, 80)))
+    _save(big / "b.png", _solid((10, 20, 30), size=(30, 30)))
+    assert load_image_folder(big).train_x.shape == (2, 3, 64, 64)
+    before = sorted((Path(os.environ["SELFSUP_CACHE"]) / "folders").iterdir())
+    again = load_image_folder(small, image_size=20)  # what a resumed run asks for: no second decode
+    assert np.array_equal(np.asarray(again.train_x), np.asarray(ds.train_x))
+    assert sorted((Path(os.environ["SELFSUP_CACHE"]) / "folders").iterdir()) == before

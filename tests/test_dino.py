@@ -139,7 +139,7 @@ def test_teacher_is_centered_and_sharpened():
     method.center.copy_(c0)
     out = method(views(method))
     tau_t = method.teacher_temperature()
-    assert tau_t == pytest.approx(0.04) and method.params.student_temp == pytest.approx(0.1)
+    assert tau_t == pytest.approx(0.02) and method.params.student_temp == pytest.approx(0.1)
 
     def entropy(logits, tau):
         return -(F.softmax(logits / tau, -1) * F.log_softmax(logits / tau, -1)).sum(-1).mean().item()

@@ -10,7 +10,7 @@ from .conftest import make_method
 
 
 def make_mae(image_size=32, channels=1, encoder="vit_tiny", **params):
-    size = {"dim": 32, "depth": 2, "heads": 2} if encoder.startswith("vit") else {"width": 8}
+    size = {"dim": 32, "depth": 2, "heads": 2, "patch_size": 4} if encoder.startswith("vit") else {"width": 8}
     params = {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, **params}
     return make_method("mae", channels, image_size, encoder=encoder, encoder_params=size, **params)
 

@@ -53,9 +53,13 @@ def test_duration_budget_works_for_every_method(method, tmp_path):
     if getattr(METHODS.get(method), "default_encoder", "resnet18").startswith("vit"):
         small.pop("width")
         small.update(encoder__dim=32, encoder__depth=2)
-    run = selfsup.pretrain(out=tmp_path / "r", budget="1s", **small, log=lambda s: None)
+    lines = []
+    run = selfsup.pretrain(out=tmp_path / "r", budget="1s", **small, log=lines.append)
     steps = selfsup.build_config(run.path / "config.yaml").train.steps
     assert isinstance(steps, int) and steps >= 1
+    warned = [line for line in lines if line.startswith("WARNING: the 1s budget buys only")]
+    assert bool(warned) == (steps < 50), lines  # a budget too short to learn much says so, with the fix
+    assert not warned or "--budget" in warned[0]
     assert json.loads((run.path / "cost.json").read_text())["steps"] == steps
     assert torch.load(latest_checkpoint(run.path) / "trainer.pt", weights_only=True)["step"] == steps
 

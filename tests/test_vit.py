@@ -15,7 +15,7 @@ from .conftest import image_spec
 
 def small_vit(image_size=28, in_channels=1, **kw) -> VisionTransformer:
     torch.manual_seed(0)
-    args = dict(dim=32, depth=2, heads=2)
+    args = dict(dim=32, depth=2, heads=2, patch_size=4)
     return build_encoder("vit_tiny", image_spec(in_channels, image_size), {**args, **kw}).eval()
 
 
@@ -44,7 +44,7 @@ def test_shapes_and_attributes():
 def test_presets_names_and_defaults():
     paper = {"dim": 192, "depth": 12}  # the preset; left open on a CPU, the CPU size is chosen (below)
     tiny = build_encoder("vit_tiny", image_spec(3, 96), paper)
-    small = build_encoder("vit_small", image_spec(3, 32), {"dim": 384, "depth": 12})
+    small = build_encoder("vit_small", image_spec(3, 32), {"dim": 384, "depth": 12, "patch_size": 4})
     assert (tiny.dim, len(tiny.transformer.blocks), tiny.heads, tiny.patch_size, tiny.grid) == (192, 12, 3, 16, 6)
     assert (small.dim, len(small.transformer.blocks), small.heads, small.patch_size, small.grid) == (384, 12, 6, 4, 8)
     names = dict(tiny.named_parameters())
@@ -57,7 +57,11 @@ def test_presets_names_and_defaults():
     gpu, note_gpu = resolve_encoder_params("vit_tiny", image_spec(1, 28), {}, "cuda")
     cpu, note_cpu = resolve_encoder_params("vit_tiny", image_spec(1, 28), {}, "cpu")
     assert gpu == {"patch_size": 4, "dim": 192, "depth": 12, "heads": 3} and note_gpu is None
-    assert cpu == {"patch_size": 4, "dim": 96, "depth": 6, "heads": 1} and "--set encoder.dim" in note_cpu
+    assert cpu == {"patch_size": 7, "dim": 96, "depth": 6, "heads": 1} and "--set encoder.dim" in note_cpu
+    from selfsup.encoders.vit import default_patch
+
+    assert [default_patch(s, "cpu") for s in (8, 16, 28, 32, 64, 96, 224)] == [2, 4, 7, 8, 16, 16, 16]
+    assert [default_patch(s, "cuda") for s in (28, 64, 224)] == [4, 4, 16]
     # a ResNet's fields are an error for a ViT, not silently dropped
     with pytest.raises(UserError, match="'width'.*known fields: depth, dim, heads, patch_size"):
         build_encoder("vit_tiny", image_spec(1, 16), {"width": 8, "depth": 1})

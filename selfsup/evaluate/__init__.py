@@ -96,6 +96,46 @@ def _progress(log, what: str):
     return report
 
 
+def _matmul_flops_per_s() -> float:
+    """This machine's float32 matmul rate (FLOP/s), timed on a 1024^3 product."""
+    a = torch.randn(1024, 1024)
+    a @ a  # warm-up
+    t0 = time.perf_counter()
+    a @ a
+    return 2 * 1024**3 / max(1e-6, time.perf_counter() - t0)
+
+
+def _estimate(encoders, splits, subsets, ev, device, num_outputs) -> dict[str, float]:
+    """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
+    test samples, probes and fine-tuning counted in FLOPs at this machine's matmul rate (fine-tuning steps
+    at three forward passes per sample)."""
+    x = splits["test"].x[: min(64, len(splits["test"]))]
+    enc = encoders["pretrained"]
+    extract_features(enc, x[:8], len(x), device)  # warm-up
+    t0 = time.perf_counter()
+    extract_features(enc, x, len(x), device)
+    per_sample = (time.perf_counter() - t0) / max(1, len(x))
+    rate = _matmul_flops_per_s()
+    total = sum(len(s) for s in splits.values())
+    sizes = [len(idx) for idx in subsets.values()]
+    queries = len(splits["val"]) + len(splits["test"])
+    dims = [enc.dim] * len(encoders) + ([int(np.prod(splits["test"].x.shape[1:]))] if ev.baselines else [])
+    out = {}
+    frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
+    if frozen:
+        out["features"] = per_sample * total * len(encoders)
+    if "knn" in frozen:
+        out["knn"] = sum(2 * n * queries * d for n in sizes for d in dims) / rate
+    if "linear" in frozen:  # 4 L2 strengths x ~60 L-BFGS iterations, forward + backward
+        out["linear"] = sum(4 * 60 * 6 * n * (d + 1) * num_outputs for n in sizes for d in dims) / rate
+    tuned = len(encoders) if "finetune" in ev.protocols else (1 if ev.plot and ev.baselines else 0)
+    if tuned:
+        steps = [max(ev.finetune_min_steps, ev.finetune_epochs * -(-n // ev.finetune_batch_size)) for n in sizes]
+        steps = [min(s, ev.finetune_max_steps) if ev.finetune_max_steps else s for s in steps]
+        out["finetune"] = tuned * sum(steps) * min(ev.finetune_batch_size, max(sizes)) * 3 * per_sample
+    return out
+
+
 def _frozen_features(encoders, splits, spec, ev, device, log, clock) -> dict[str, dict[str, torch.Tensor]]:
     """{encoder: {split: features}} for the encoders and the raw baseline, each extracted once."""
     total = sum(len(s.x) for s in splits.values())
@@ -191,6 +231,9 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     if ev.baselines:
         encoders["random_init"] = load_encoder(run_path, random_init=True)
     device = cfg.train.device
+    estimate = _estimate(encoders, splits, subsets, ev, device, num_outputs)
+    parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
+    log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
     frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
     feats = _frozen_features(encoders, splits, ds.spec, ev, device, log, clock) if frozen else {}
     rows = []
@@ -219,6 +262,7 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     from selfsup.distributed import local_device
 
     cost = {"wall_s": round(clock.total(), 2), "phases": clock.phases, "device": str(local_device(device)),
+            "estimate_s": {k: round(v, 1) for k, v in estimate.items()},
             "samples": {"labelled_pool": len(pool_idx), "validation": len(val_idx), "test": len(test)}}  # fmt: skip
     atomic_write_text(run / "eval_cost.json", json.dumps(cost, indent=1))
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in clock.phases.items())

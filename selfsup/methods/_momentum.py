@@ -44,6 +44,13 @@ def ema_update_(target: nn.Module, online: nn.Module, m: float) -> None:
     torch._foreach_lerp_(t_params, [p.detach() for p in o_params], 1.0 - m)
 
 
+def run_length_momentum(total_steps: int, ceiling: float = 0.996, horizon: float = 25.0) -> float:
+    """A momentum at most ``ceiling`` (the paper's), lowered for short runs so that the EMA's time constant
+    1 / (1 - m) stays within ``horizon`` steps per ~1000 of the run: ``min(ceiling, 1 - horizon / total_steps)``.
+    A copy that trails the online network by hundreds of steps stays near its random init in a short run."""
+    return min(ceiling, max(0.0, 1.0 - horizon / max(1, total_steps)))
+
+
 def cosine_momentum(base: float, step: int, total: int) -> float:
     """BYOL's schedule: ``1 - (1 - base) * (cos(pi * step / total) + 1) / 2``.
 

@@ -21,7 +21,8 @@ sub-batches, each with its own BatchNorm statistics, then put back in order, so 
 with a random set of images other than its query's batch statistics. ``train.sync_bn`` is the
 alternative under DDP (then set ``shuffle_bn: false`` to save the gather of the key images).
 
-Paper hyperparameters (ImageNet, ResNet-50): K = 65536 (4096 in the authors' CIFAR-10 demo), m = 0.999, T = 0.07 (v1) / 0.2 (v2), MLP
+Paper hyperparameters (ImageNet, ResNet-50): K = 65536 (4096 in the authors' CIFAR-10 demo), m = 0.999,
+T = 0.07 (v1) / 0.2 (v2), MLP
 head 2048-2048-128 without BatchNorm (v2), SGD lr 0.03 x BatchSize/256, momentum 0.9, weight decay
 1e-4, batch 256, cosine schedule (v2), 200-800 epochs; views (v2): random resized crop (0.2-1),
 colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale p 0.2, Gaussian blur (sigma 0.1-2) p 0.5,

@@ -38,7 +38,9 @@ from selfsup.train.log import RunLogger, write_cost
 from selfsup.train.monitor import collapse_stats, collapse_warning
 from selfsup.train.optim import build_optimizer, warmup_cosine
 
-CALIBRATION_STEPS = 3  # real steps timed to turn a duration budget into a step count (the first is a warm-up)
+CALIBRATION_STEPS = 3  # at least this many real steps are timed to size a duration budget (the first is a warm-up)
+CALIBRATION_SHARE = 0.03  # ... and more, up to this share of the budget: two steps misjudged a run by 20%
+CALIBRATION_MAX = 30
 MIN_USEFUL_STEPS = 50  # a budget that buys fewer steps than this says so
 
 
@@ -196,16 +198,20 @@ class Trainer:
         return int(t.item())
 
     def _calibrate(self, seconds: float) -> int:
-        """Time three real steps (the first is a warm-up), put the weights back, size the run to the budget.
-        The count is rank 0's, broadcast: every rank runs exactly the same steps."""
+        """Time real steps (a warm-up, then at least two and up to 3% of the budget), put the weights back,
+        size the run to what is left of the budget. The count is rank 0's, broadcast: every rank runs exactly
+        the same steps."""
         model_state = copy.deepcopy(self.method.state_dict())
         opt_state = copy.deepcopy(self.optimizer.state_dict())
         t0 = time.perf_counter()
-        self._step(0, 0.0, CALIBRATION_STEPS)  # the timed steps stand in for the run's length in after_step hooks
+        self._step(0, 0.0, CALIBRATION_MAX)  # the timed steps stand in for the run's length in after_step hooks
         t1 = time.perf_counter()
-        for step in range(1, CALIBRATION_STEPS):
-            self._step(step, 0.0, CALIBRATION_STEPS)
-        per_step = (time.perf_counter() - t1) / (CALIBRATION_STEPS - 1)
+        timed = 0
+        while timed < CALIBRATION_STEPS - 1 or self._broadcast_int(int(  # rank 0's clock decides: ranks step together
+                time.perf_counter() - t1 < CALIBRATION_SHARE * seconds and timed < CALIBRATION_MAX - 1)):  # fmt: skip
+            self._step(timed + 1, 0.0, CALIBRATION_MAX)
+            timed += 1
+        per_step = (time.perf_counter() - t1) / timed
         self.method.load_state_dict(model_state)
         self.optimizer.load_state_dict(opt_state)
         elapsed = time.perf_counter() - t0

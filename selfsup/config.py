@@ -104,6 +104,8 @@ class TrainConfig:
     lr: float | None = None  # None: the method's base lr scaled by batch_size / 256
     weight_decay: float | None = None
     warmup: float = 0.1  # fraction of the steps spent in linear warm-up
+    warmup_steps: int | None = None  # resolved: int(warmup * steps) of the first plan (a duration: of the timed plan)
+    first_plan: int | None = None  # a re-planned duration budget: the step count the warm-up ran under
     accumulate: int = 1  # gradient accumulation steps per optimizer step
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -195,6 +197,8 @@ class RunConfig:
             raise UserError(f"train.weight_decay={t.weight_decay} must be 0 or more")
         if t.steps is not None and t.steps < 1:
             raise UserError(f"train.steps={t.steps} must be at least 1")
+        if t.warmup_steps is not None and t.warmup_steps < 0:
+            raise UserError(f"train.warmup_steps={t.warmup_steps} must be 0 or more")
         if t.log_every < 1 or t.keep_checkpoints < 1:
             bad = "log_every" if t.log_every < 1 else "keep_checkpoints"
             raise UserError(f"train.{bad}={getattr(t, bad)} must be at least 1")
@@ -358,4 +362,6 @@ def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int =
             t.steps = int(b.value)
         elif b.kind == "epochs":
             t.steps = max(1, int(b.value) * (n // t.batch_size))
+    if t.warmup_steps is None and t.steps is not None:
+        t.warmup_steps = int(t.warmup * t.steps)
     return out.validate()

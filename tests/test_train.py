@@ -306,3 +306,33 @@ def test_evaluation_does_not_import_train():
                 todo += [a.name for a in node.names if a.name.startswith("selfsup")]
     assert "selfsup.evaluate.finetune" in seen and "selfsup.runs" in seen
     assert not [m for m in seen if m.startswith("selfsup.train") or m in ("selfsup.api", "selfsup.cli")], seen
+
+
+def test_a_duration_budget_is_replanned_at_the_end_of_warmup_and_repeats_exactly(tmp_path, monkeypatch):
+    """The first steps of a process are slow, so the timed plan undershoots: at the end of warm-up the run is
+    re-planned at the warm-up's pace (config.yaml rewritten before any checkpoint). Running the written config
+    again repeats the run exactly, schedules that follow the run length (BYOL's target) included."""
+    import selfsup.methods.byol as byol
+
+    calls = {"n": 0}
+    forward = byol.BYOL.forward
+
+    def slow_start(self, batch):
+        calls["n"] += 1
+        if calls["n"] <= 6:  # the timed steps and the first training steps crawl
+            time.sleep(0.15)
+        return forward(self, batch)
+
+    monkeypatch.setattr(byol.BYOL, "forward", slow_start)
+    lines = []
+    run = selfsup.pretrain(out=tmp_path / "a", budget="4s", log=lines.append, train__warmup=0.4,
+                           **{**TINY, "method": "byol"})  # fmt: skip
+    cfg = run.config
+    assert any(line.startswith("re-planned at the end of warm-up") for line in lines), lines
+    assert cfg.train.first_plan is not None and cfg.train.steps > cfg.train.first_plan
+    assert cfg.train.warmup_steps == int(0.4 * cfg.train.first_plan) >= 4
+    assert selfsup.build_config(run.path / "config.yaml") == cfg
+    monkeypatch.setattr(byol.BYOL, "forward", forward)
+    again = selfsup.pretrain(config=run.path / "config.yaml", out=tmp_path / "b", log=lambda s: None)
+    wa, wb = final_weights(run.path), final_weights(again.path)
+    assert again.config.train.steps == cfg.train.steps and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -32,7 +32,7 @@ from selfsup.errors import UserError
 from selfsup.evaluate import tasks as _tasks  # noqa: F401  (registers the tasks)
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.finetune import finetune, param_groups, predict
-from selfsup.evaluate.protocols import knn_accuracy, linear_accuracy, linear_probe
+from selfsup.evaluate.protocols import WEIGHT_DECAYS, knn_accuracy, knn_predict, linear_accuracy, linear_probe
 from selfsup.fmt import fmt_duration
 from selfsup.registry import PROTOCOLS, TASKS
 from selfsup.runs import atomic_write_text, load_config, load_encoder
@@ -96,26 +96,53 @@ def _progress(log, what: str):
     return report
 
 
-def _matmul_flops_per_s() -> float:
-    """This machine's float32 matmul rate (FLOP/s), timed on a 1024^3 product."""
-    a = torch.randn(1024, 1024)
-    a @ a  # warm-up
-    t0 = time.perf_counter()
-    a @ a
-    return 2 * 1024**3 / max(1e-6, time.perf_counter() - t0)
+def _probe_seconds(sizes: list[int], queries: int, dims: list[int], num_outputs: int) -> dict[str, float]:
+    """The frozen probes' cost, timed on slices of each problem at its real width and scaled: kNN per query as
+    a fixed part (top-k) plus a part per training sample, the linear probe per row and L-BFGS evaluation.
+    The probes' products are skinny (N x D by D x C) and run far below a square matmul's rate."""
+    gen = torch.Generator().manual_seed(0)
+    big = min(8192, max(sizes))
+    small = min(1024, big)
+    knn = linear = 0.0
+
+    def timed(fn, *args, repeat=1) -> float:
+        fn(*args)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            fn(*args)
+        return (time.perf_counter() - t0) / repeat
+
+    def logreg_eval(xb, w, y):  # what one L-BFGS evaluation of the probe computes
+        logits = xb @ w
+        torch.nn.functional.cross_entropy(logits, y)
+        logits.softmax(1).T @ xb
+
+    for d in dims:
+        x = torch.randn(big, d, generator=gen)
+        y = torch.randint(0, max(2, num_outputs), (big,), generator=gen)
+        q = x[:256]
+        t_small = timed(knn_predict, x[:small], y[:small], q, num_outputs) / len(q)
+        t_big = timed(knn_predict, x, y, q, num_outputs) / len(q)
+        per_n = max(0.0, t_big - t_small) / max(1, big - small)
+        knn += sum(queries * (max(0.0, t_small - per_n * small) + per_n * n) for n in sizes)
+        w = torch.zeros(d + 1, num_outputs)
+        xb = torch.cat([x, torch.ones(big, 1)], 1)
+        per_row = timed(logreg_eval, xb, w, y, repeat=3) / big
+        evals = len(WEIGHT_DECAYS) * 100  # about one L-BFGS evaluation per iteration, 100 per L2 strength
+        linear += sum(per_row * n * evals for n in sizes)
+    return {"knn": knn, "linear": linear}
 
 
 def _estimate(encoders, splits, subsets, ev, device, num_outputs) -> dict[str, float]:
     """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
-    test samples, probes and fine-tuning counted in FLOPs at this machine's matmul rate (fine-tuning steps
-    at three forward passes per sample)."""
+    test samples, the probes timed on a slice of their problem, fine-tuning steps at three forward passes
+    per sample."""
     x = splits["test"].x[: min(64, len(splits["test"]))]
     enc = encoders["pretrained"]
     extract_features(enc, x[:8], len(x), device)  # warm-up
     t0 = time.perf_counter()
     extract_features(enc, x, len(x), device)
     per_sample = (time.perf_counter() - t0) / max(1, len(x))
-    rate = _matmul_flops_per_s()
     total = sum(len(s) for s in splits.values())
     sizes = [len(idx) for idx in subsets.values()]
     queries = len(splits["val"]) + len(splits["test"])
@@ -124,10 +151,8 @@ def _estimate(encoders, splits, subsets, ev, device, num_outputs) -> dict[str, f
     frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
     if frozen:
         out["features"] = per_sample * total * len(encoders)
-    if "knn" in frozen:
-        out["knn"] = sum(2 * n * queries * d for n in sizes for d in dims) / rate
-    if "linear" in frozen:  # 4 L2 strengths x ~60 L-BFGS iterations, forward + backward
-        out["linear"] = sum(4 * 60 * 6 * n * (d + 1) * num_outputs for n in sizes for d in dims) / rate
+        probes = _probe_seconds(sizes, queries, dims, num_outputs)
+        out.update({p: probes[p] for p in ("knn", "linear") if p in frozen})
     tuned = len(encoders) if "finetune" in ev.protocols else (1 if ev.plot and ev.baselines else 0)
     if tuned:
         steps = [max(ev.finetune_min_steps, ev.finetune_epochs * -(-n // ev.finetune_batch_size)) for n in sizes]
@@ -224,8 +249,10 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     subsets = {frac: np.searchsorted(used, idx) for frac, idx in subsets.items()}  # positions within `pool`
     splits = {"pool": pool, "val": labelled.take(val_idx), "test": test.take(np.arange(len(test)))}
     ys = {k: torch.as_tensor(np.asarray(s.y)) for k, s in splits.items()}
-    log(f"evaluating {run_path}: {len(pool_idx)} labelled samples ({', '.join(f'{100 * f:g}%' for f in ev.labels)} "
-        f"of them), {len(val_idx)} validation, {len(test)} test; task {t.name}, protocols {', '.join(ev.protocols)}")
+    log(
+        f"evaluating {run_path}: {len(pool_idx)} labelled samples ({', '.join(f'{100 * f:g}%' for f in ev.labels)} "
+        f"of them), {len(val_idx)} validation, {len(test)} test; task {t.name}, protocols {', '.join(ev.protocols)}"
+    )
 
     encoders = {"pretrained": load_encoder(run_path)}
     if ev.baselines:

@@ -56,17 +56,25 @@ def knn_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tenso
 
 
 def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, wd: float, iters: int, init: Tensor | None = None) -> Tensor:
-    """Multinomial logistic regression, full-batch L-BFGS from ``init`` (zeros); returns W [D+1, C] (bias last)."""
+    """Multinomial logistic regression, full-batch L-BFGS from ``init`` (zeros); returns W [D+1, C] (bias last).
+
+    The gradient is written by hand as ``((softmax - onehot)^T X)^T / N``: autograd's ``X^T G`` reads the
+    [N, D] features column-wise and made each evaluation over twice as slow on a CPU."""
     xb = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
     w = torch.zeros(xb.shape[1], num_classes, dtype=x.dtype) if init is None else init.clone()
-    w.requires_grad_(True)
+    rows = torch.arange(xb.shape[0])
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=iters, history_size=10, tolerance_grad=1e-6,
                             tolerance_change=1e-9, line_search_fn="strong_wolfe")  # fmt: skip
 
+    @torch.no_grad()
     def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(xb @ w, y) + wd * (w[:-1] ** 2).sum()
-        loss.backward()
+        logits = xb @ w
+        loss = F.cross_entropy(logits, y) + wd * (w[:-1] ** 2).sum()
+        p = logits.softmax(1)
+        p[rows, y] -= 1
+        grad = (p.T @ xb).T.contiguous() / xb.shape[0]
+        grad[:-1] += 2 * wd * w[:-1]
+        w.grad = grad
         return loss
 
     opt.step(closure)

@@ -3,7 +3,11 @@
 ``pretrain(cfg)`` loads the data, resolves the config once (``selfsup.config.resolve``), builds the
 method and hands both to the :class:`Trainer`, which never writes into the config. A duration budget
 is turned into a step count by timing real steps on rank 0 (broadcast to every rank); the config with
-that count is written to ``config.yaml`` before step 1, with ``encoder.json`` beside it.
+that count is written to ``config.yaml`` before step 1, with ``encoder.json`` beside it. The first
+steps of a fresh process run slower than later ones (measured: a fifth to a third), so a duration
+budget is planned twice: the timed steps fix the warm-up length, and at the end of the warm-up (before
+any checkpoint, and before the lr schedule depends on the total) the count is re-planned from the
+warm-up's own steps and ``config.yaml`` rewritten; ``--config RUN/config.yaml`` repeats the run exactly.
 
 Determinism: the batch order depends only on (seed, epoch) and the views' random numbers only on
 (seed, step, rank, micro-batch), so a resumed run needs nothing but the weights, the optimizer state
@@ -42,6 +46,7 @@ CALIBRATION_STEPS = 3  # at least this many real steps are timed to size a durat
 CALIBRATION_SHARE = 0.03  # ... and more, up to this share of the budget: two steps misjudged a run by 20%
 CALIBRATION_MAX = 30
 MIN_USEFUL_STEPS = 50  # a budget that buys fewer steps than this says so
+REPLAN_MIN_WARMUP = 4  # re-plan a duration budget at the end of warm-up when it has at least this many steps
 
 
 @dataclass
@@ -212,6 +217,7 @@ class Trainer:
             self._step(timed + 1, 0.0, CALIBRATION_MAX)
             timed += 1
         per_step = (time.perf_counter() - t1) / timed
+        self._budget = (t0, seconds)  # the budget's clock starts with the timed steps
         self.method.load_state_dict(model_state)
         self.optimizer.load_state_dict(opt_state)
         elapsed = time.perf_counter() - t0
@@ -240,8 +246,13 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Run:
         t = self.cfg.train
+        self._budget = None
         total = self.total = self._total_steps()
-        cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(t, steps=total))
+        warmup = t.warmup_steps if t.warmup_steps is not None else int(t.warmup * total)
+        cfg = self.planned = dataclasses.replace(self.cfg, train=dataclasses.replace(t, steps=total,
+                                                                                     warmup_steps=warmup))
+        replan_at = warmup if self._budget is not None and warmup >= REPLAN_MIN_WARMUP else None
+        first_plan = t.first_plan  # hooks see the length the warm-up ran under, so --config repeats a run exactly
         if self.rank == 0 and self.start_step == 0:
             runs.save_config(self.run_dir, cfg)
             runs.write_encoder_json(self.run_dir, cfg.encoder.name, self.spec, cfg.encoder.params,
@@ -249,22 +260,23 @@ class Trainer:
         every = parse_budget(t.checkpoint_every, "train.checkpoint_every")
         logger = RunLogger(self.run_dir, total, enabled=self.rank == 0, log=self.log, start_step=self.start_step,
                            time_offset=self.cost["wall_s"])  # fmt: skip
-        warmup = int(t.warmup * total)
         self.method.train()
         start = time.perf_counter()
         self._segment_start, self._segment_step = start, self.start_step
         last_ckpt_time, last_ckpt_step = start, self.start_step
         window_t, window_n, warned = start, 0, 0
         try:
-            for step in range(self.start_step, total):
-                lr = t.lr * warmup_cosine(step, total, warmup)
+            step, half_warmup = self.start_step, None
+            while step < self.total:
+                lr = t.lr * warmup_cosine(step, self.total, warmup)
                 run_step = self._counted_step if step == self.start_step else self._step
-                loss, out, grad_norm, finite = run_step(step, lr, total)
+                hook_total = first_plan if first_plan is not None and step < warmup else self.total
+                loss, out, grad_norm, finite = run_step(step, lr, hook_total)
                 if not finite:
                     self._diverged(step, loss, grad_norm)
                 window_n += t.batch_size
                 done = step + 1
-                if done % t.log_every == 0 or done == total or step == self.start_step:
+                if done % t.log_every == 0 or done == self.total or step == self.start_step:
                     rate = window_n / max(1e-9, time.perf_counter() - window_t)
                     metrics = {"loss": float(loss), "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate,
                                **metric_floats(out.metrics)}  # fmt: skip
@@ -276,16 +288,42 @@ class Trainer:
                         warned += bool(warning)
                     logger.step(done, metrics, done - self.start_step, rate)
                     window_t, window_n = time.perf_counter(), 0
-                if done < total and self._checkpoint_due(every, done, last_ckpt_time, last_ckpt_step):
+                if replan_at is not None and done == replan_at // 2:
+                    half_warmup = (done, time.perf_counter())
+                if replan_at is not None and done == replan_at:
+                    replan_at, first_plan = None, self.total
+                    cfg = self._replan(cfg, done, half_warmup)
+                    logger.total = self.total
+                if done < self.total and replan_at is None and \
+                        self._checkpoint_due(every, done, last_ckpt_time, last_ckpt_step):  # fmt: skip
                     self._save(done)
                     last_ckpt_time, last_ckpt_step = time.perf_counter(), done
-            self._save(total)
+                step += 1
+            self._save(self.total)
         finally:
             logger.close()
         self._write_cost()
         if D.is_dist():
             torch.distributed.barrier()
         return Run(self.run_dir, cfg)
+
+    def _replan(self, cfg: RunConfig, done: int, since: tuple[int, float] | None) -> RunConfig:
+        """At the end of warm-up: size the rest of the run to what is left of the budget at the warm-up's
+        own pace (its second half: the first steps of a process are slower), on rank 0's clock; rewrite
+        config.yaml with the new count and the count the warm-up ran under."""
+        (t0, seconds), now = self._budget, time.perf_counter()
+        start_step, start_time = since if since is not None and since[0] < done else (
+            self.start_step, self._segment_start)  # fmt: skip
+        per_step = (now - start_time) / max(1, done - start_step)
+        left = seconds - (now - t0)
+        total = self._broadcast_int(done + max(1, int(left / per_step)))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=total, first_plan=self.total))
+        if total != self.total:
+            self._say(f"re-planned at the end of warm-up: {per_step:.2f} s/step -> {total} steps (was {self.total})")
+        self.total = total
+        if self.rank == 0:
+            runs.save_config(self.run_dir, cfg)
+        return cfg
 
     def _diverged(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor):
         last = runs.latest_checkpoint(self.run_dir)

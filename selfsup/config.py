@@ -105,7 +105,8 @@ class TrainConfig:
     weight_decay: float | None = None
     warmup: float = 0.1  # fraction of the steps spent in linear warm-up
     warmup_steps: int | None = None  # resolved: int(warmup * steps) of the first plan (a duration: of the timed plan)
-    first_plan: int | None = None  # a re-planned duration budget: the step count the warm-up ran under
+    first_plan: int | None = None  # a re-planned duration budget: the step count planned before the re-plan
+    replanned_at: int | None = None  # ... and the step at which it was re-planned
     accumulate: int = 1  # gradient accumulation steps per optimizer step
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import selfsup
 import selfsup.methods  # noqa: F401  (registers)
+import selfsup.train.loop as loop
 from selfsup.errors import TrainingDiverged, UserError
 from selfsup.registry import METHODS
 from selfsup.runs import latest_checkpoint
@@ -308,11 +309,13 @@ def test_evaluation_does_not_import_train():
     assert not [m for m in seen if m.startswith("selfsup.train") or m in ("selfsup.api", "selfsup.cli")], seen
 
 
-def test_a_duration_budget_is_replanned_at_the_end_of_warmup_and_repeats_exactly(tmp_path, monkeypatch):
-    """The first steps of a process are slow, so the timed plan undershoots: at the end of warm-up the run is
-    re-planned at the warm-up's pace (config.yaml rewritten before any checkpoint). Running the written config
-    again repeats the run exactly, schedules that follow the run length (BYOL's target) included."""
+def test_a_duration_budget_is_replanned_once_and_repeats_exactly(tmp_path, monkeypatch):
+    """The first steps of a process are slow, so the timed plan undershoots: at a quarter of the first plan the
+    run is re-planned at the pace of the steps since (config.yaml rewritten before any checkpoint). Running
+    the written config again repeats the run exactly, schedules that follow the run length (BYOL's target
+    momentum, the lr) included."""
     import selfsup.methods.byol as byol
+    from selfsup.schedule import warmup_cosine
 
     calls = {"n": 0}
     forward = byol.BYOL.forward
@@ -324,15 +327,19 @@ def test_a_duration_budget_is_replanned_at_the_end_of_warmup_and_repeats_exactly
         return forward(self, batch)
 
     monkeypatch.setattr(byol.BYOL, "forward", slow_start)
+    monkeypatch.setattr(loop, "REPLAN_MIN_STEPS", 4)  # a short run on a loaded machine still re-plans
     lines = []
-    run = selfsup.pretrain(out=tmp_path / "a", budget="4s", log=lines.append, train__warmup=0.4,
-                           **{**TINY, "method": "byol"})  # fmt: skip
-    cfg = run.config
-    assert any(line.startswith("re-planned at the end of warm-up") for line in lines), lines
-    assert cfg.train.first_plan is not None and cfg.train.steps > cfg.train.first_plan
-    assert cfg.train.warmup_steps == int(0.4 * cfg.train.first_plan) >= 4
-    assert selfsup.build_config(run.path / "config.yaml") == cfg
+    run = selfsup.pretrain(out=tmp_path / "a", budget="8s", log=lines.append, **{**TINY, "method": "byol"})
+    cfg = run.config.train
+    assert any(line.startswith(f"re-planned at step {cfg.replanned_at}:") for line in lines), lines
+    assert cfg.first_plan is not None and cfg.steps > cfg.first_plan
+    assert cfg.warmup_steps == int(0.1 * cfg.first_plan)
+    assert cfg.replanned_at == max(cfg.warmup_steps, int(0.25 * cfg.first_plan)) >= 4
+    assert selfsup.build_config(run.path / "config.yaml") == run.config
+    lrs = [warmup_cosine(s, cfg.steps, cfg.warmup_steps, cfg.first_plan, cfg.replanned_at) for s in range(cfg.steps)]
+    assert max(abs(a - b) for a, b in zip(lrs[cfg.warmup_steps :], lrs[cfg.warmup_steps + 1 :])) < 0.1  # continuous
+    assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[cfg.warmup_steps :], lrs[cfg.warmup_steps + 1 :]))
     monkeypatch.setattr(byol.BYOL, "forward", forward)
     again = selfsup.pretrain(config=run.path / "config.yaml", out=tmp_path / "b", log=lambda s: None)
     wa, wb = final_weights(run.path), final_weights(again.path)
-    assert again.config.train.steps == cfg.train.steps and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert again.config.train.steps == cfg.steps and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -4,10 +4,12 @@
 method and hands both to the :class:`Trainer`, which never writes into the config. A duration budget
 is turned into a step count by timing real steps on rank 0 (broadcast to every rank); the config with
 that count is written to ``config.yaml`` before step 1, with ``encoder.json`` beside it. The first
-steps of a fresh process run slower than later ones (measured: a fifth to a third), so a duration
-budget is planned twice: the timed steps fix the warm-up length, and at the end of the warm-up (before
-any checkpoint, and before the lr schedule depends on the total) the count is re-planned from the
-warm-up's own steps and ``config.yaml`` rewritten; ``--config RUN/config.yaml`` repeats the run exactly.
+steps of a fresh process run slower than later ones (measured: a fifth to a third, for the first twenty
+or so steps), so a duration budget is planned twice: the timed steps fix the first plan and the warm-up
+length; at a quarter of the first plan (no earlier than the end of warm-up, no later than the first time
+checkpoint, which waits for it) the count is re-planned at the pace of the steps since half that point,
+the rest of the cosine spread over the steps left, and ``config.yaml`` rewritten with the first plan and
+the step of the re-plan; ``--config RUN/config.yaml`` repeats the run exactly.
 
 Determinism: the batch order depends only on (seed, epoch) and the views' random numbers only on
 (seed, step, rank, micro-batch), so a resumed run needs nothing but the weights, the optimizer state
@@ -46,7 +48,8 @@ CALIBRATION_STEPS = 3  # at least this many real steps are timed to size a durat
 CALIBRATION_SHARE = 0.03  # ... and more, up to this share of the budget: two steps misjudged a run by 20%
 CALIBRATION_MAX = 30
 MIN_USEFUL_STEPS = 50  # a budget that buys fewer steps than this says so
-REPLAN_MIN_WARMUP = 4  # re-plan a duration budget at the end of warm-up when it has at least this many steps
+REPLAN_SHARE = 0.25  # a duration budget is re-planned at this share of its first plan ...
+REPLAN_MIN_STEPS = 8  # ... when that is at least this many steps
 
 
 @dataclass
@@ -251,8 +254,9 @@ class Trainer:
         warmup = t.warmup_steps if t.warmup_steps is not None else int(t.warmup * total)
         cfg = self.planned = dataclasses.replace(self.cfg, train=dataclasses.replace(t, steps=total,
                                                                                      warmup_steps=warmup))
-        replan_at = warmup if self._budget is not None and warmup >= REPLAN_MIN_WARMUP else None
-        first_plan = t.first_plan  # hooks see the length the warm-up ran under, so --config repeats a run exactly
+        replan_at = max(warmup, int(REPLAN_SHARE * total)) if self._budget is not None else None
+        replan_at = replan_at if replan_at is not None and replan_at >= REPLAN_MIN_STEPS else None
+        first_plan, replanned_at = t.first_plan, t.replanned_at  # as config.yaml says, so --config repeats a run
         if self.rank == 0 and self.start_step == 0:
             runs.save_config(self.run_dir, cfg)
             runs.write_encoder_json(self.run_dir, cfg.encoder.name, self.spec, cfg.encoder.params,
@@ -266,11 +270,12 @@ class Trainer:
         last_ckpt_time, last_ckpt_step = start, self.start_step
         window_t, window_n, warned = start, 0, 0
         try:
-            step, half_warmup = self.start_step, None
+            step, since = self.start_step, None
             while step < self.total:
-                lr = t.lr * warmup_cosine(step, self.total, warmup)
+                lr = t.lr * warmup_cosine(step, self.total, warmup, first_plan, replanned_at)
                 run_step = self._counted_step if step == self.start_step else self._step
-                hook_total = first_plan if first_plan is not None and step < warmup else self.total
+                before = first_plan is not None and replanned_at is not None and step < replanned_at
+                hook_total = first_plan if before else self.total  # the run length the step's hooks were given
                 loss, out, grad_norm, finite = run_step(step, lr, hook_total)
                 if not finite:
                     self._diverged(step, loss, grad_norm)
@@ -289,13 +294,13 @@ class Trainer:
                     logger.step(done, metrics, done - self.start_step, rate)
                     window_t, window_n = time.perf_counter(), 0
                 if replan_at is not None and done == replan_at // 2:
-                    half_warmup = (done, time.perf_counter())
-                if replan_at is not None and done == replan_at:
-                    replan_at, first_plan = None, self.total
-                    cfg = self._replan(cfg, done, half_warmup)
+                    since = (done, time.perf_counter())
+                due = done < self.total and self._checkpoint_due(every, done, last_ckpt_time, last_ckpt_step)
+                if replan_at is not None and (done == replan_at or (due and done >= max(warmup, REPLAN_MIN_STEPS))):
+                    replan_at, first_plan, replanned_at = None, self.total, done
+                    cfg = self._replan(cfg, done, since)
                     logger.total = self.total
-                if done < self.total and replan_at is None and \
-                        self._checkpoint_due(every, done, last_ckpt_time, last_ckpt_step):  # fmt: skip
+                if due and replan_at is None and done < self.total:
                     self._save(done)
                     last_ckpt_time, last_ckpt_step = time.perf_counter(), done
                 step += 1
@@ -308,18 +313,19 @@ class Trainer:
         return Run(self.run_dir, cfg)
 
     def _replan(self, cfg: RunConfig, done: int, since: tuple[int, float] | None) -> RunConfig:
-        """At the end of warm-up: size the rest of the run to what is left of the budget at the warm-up's
-        own pace (its second half: the first steps of a process are slower), on rank 0's clock; rewrite
-        config.yaml with the new count and the count the warm-up ran under."""
+        """Size the rest of the run to what is left of the budget at the pace of the steps ``since`` (the
+        first steps of a process are slower), on rank 0's clock; rewrite config.yaml with the new count, the
+        first plan and this step."""
         (t0, seconds), now = self._budget, time.perf_counter()
         start_step, start_time = since if since is not None and since[0] < done else (
             self.start_step, self._segment_start)  # fmt: skip
         per_step = (now - start_time) / max(1, done - start_step)
         left = seconds - (now - t0)
         total = self._broadcast_int(done + max(1, int(left / per_step)))
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=total, first_plan=self.total))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=total, first_plan=self.total,
+                                                                 replanned_at=done))  # fmt: skip
         if total != self.total:
-            self._say(f"re-planned at the end of warm-up: {per_step:.2f} s/step -> {total} steps (was {self.total})")
+            self._say(f"re-planned at step {done}: {per_step:.2f} s/step -> {total} steps (was {self.total})")
         self.total = total
         if self.rank == 0:
             runs.save_config(self.run_dir, cfg)

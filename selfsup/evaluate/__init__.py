@@ -137,9 +137,9 @@ def _estimate(encoders, splits, subsets, ev, device, num_outputs) -> dict[str, f
     """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
     test samples, the probes timed on a slice of their problem, fine-tuning steps at three forward passes
     per sample."""
-    x = splits["test"].x[: min(64, len(splits["test"]))]
+    x = splits["test"].x[: min(ev.batch_size, len(splits["test"]))]  # one batch as extraction runs them
     enc = encoders["pretrained"]
-    extract_features(enc, x[:8], len(x), device)  # warm-up
+    extract_features(enc, x, len(x), device)  # warm-up at the same shape (a new shape builds new kernels)
     t0 = time.perf_counter()
     extract_features(enc, x, len(x), device)
     per_sample = (time.perf_counter() - t0) / max(1, len(x))

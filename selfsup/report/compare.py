@@ -16,7 +16,8 @@ def compare_chart(report: dict, path: Path) -> Path:
     protocols, frac = report["protocols"], max(report["labels"])
     methods = [e for e in entries if e["kind"] == "method"][::-1]  # best at the top
     baselines = [e for e in entries if e["kind"] == "baseline"]
-    fig = new_figure(13, 0.45 * len(methods) + 2.4)
+    legend_rows = -(-(len(protocols) * (len(baselines) + 1)) // 2)  # the left legend, two columns below the bars
+    fig = new_figure(13, 0.45 * len(methods) + 2.4 + 0.22 * legend_rows)
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     _style(ax)
     _style(ax2)
@@ -41,7 +42,7 @@ def compare_chart(report: dict, path: Path) -> Path:
     ax.set_xlabel("test accuracy (%)")
     ax.set_xlim(max(0, 100 * lo - 8), 100)
     ax.set_title(f"{report['data']}, budget {report['budget']} per method")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
 
     for i, e in enumerate(methods):
         if e.get("flops") and e.get("mean_accuracy") is not None:
@@ -58,7 +59,7 @@ def compare_chart(report: dict, path: Path) -> Path:
     ax2.set_ylabel("mean test accuracy over protocols and label fractions (%)")
     ax2.set_title("accuracy against compute")
     if baselines:
-        ax2.legend(fontsize=7, loc="lower right")
+        ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     return save_png(fig, path)
 
 

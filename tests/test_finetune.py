@@ -12,7 +12,7 @@ from selfsup.errors import UserError
 from selfsup.evaluate import extract_features, linear_accuracy
 from selfsup.evaluate.finetune import Classifier, finetune, param_groups, predict
 from selfsup.evaluate.tasks import Classify
-from selfsup.registry import ENCODERS, PROTOCOLS
+from selfsup.registry import PROTOCOLS
 from selfsup.views import finetune_augment
 
 from .conftest import image_spec
@@ -100,7 +100,6 @@ def test_layer_decay_transformer_blocks():
     assert wd["encoder.blocks.0.1.weight"] == 0.05 and wd["encoder.blocks.0.0.weight"] == 0.0
 
 
-@pytest.mark.skipif("vit_tiny" not in ENCODERS, reason="no ViT encoder registered")
 def test_layer_decay_real_vit():
     enc = build_encoder("vit_tiny", SPEC, {"patch_size": 4, "dim": 16, "depth": 2, "heads": 2})
     lr, _ = scales(classifier(enc), 0.5)

@@ -8,7 +8,6 @@ import torch
 from selfsup.encoders import build_encoder
 from selfsup.errors import UserError
 from selfsup.methods.inpainting import Inpainting, InpaintingParams
-from selfsup.registry import ENCODERS
 from selfsup.views import center_block_mask, dilate_mask, fill_masked, random_block_mask
 
 from .conftest import image_spec
@@ -136,7 +135,6 @@ def test_pooled_bottleneck_sees_only_the_pooled_features():
         assert not torch.allclose(channelwise.forward_decoder(shuffled), channelwise.forward_decoder(tokens))
 
 
-@pytest.mark.skipif("vit_tiny" not in ENCODERS.names(), reason="no ViT encoder registered")
 @pytest.mark.parametrize("bottleneck", ["pooled", "channelwise"])
 def test_decoder_takes_vit_patch_tokens(bottleneck):
     method = _method(28, encoder="vit_tiny", bottleneck=bottleneck)

@@ -252,8 +252,7 @@ class Trainer:
         self._budget = None
         total = self.total = self._total_steps()
         warmup = t.warmup_steps if t.warmup_steps is not None else int(t.warmup * total)
-        cfg = self.planned = dataclasses.replace(self.cfg, train=dataclasses.replace(t, steps=total,
-                                                                                     warmup_steps=warmup))
+        cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(t, steps=total, warmup_steps=warmup))
         replan_at = max(warmup, int(REPLAN_SHARE * total)) if self._budget is not None else None
         replan_at = replan_at if replan_at is not None and replan_at >= REPLAN_MIN_STEPS else None
         first_plan, replanned_at = t.first_plan, t.replanned_at  # as config.yaml says, so --config repeats a run
@@ -300,7 +299,7 @@ class Trainer:
                     replan_at, first_plan, replanned_at = None, self.total, done
                     cfg = self._replan(cfg, done, since)
                     logger.total = self.total
-                if due and replan_at is None and done < self.total:
+                if due and replan_at is None:
                     self._save(done)
                     last_ckpt_time, last_ckpt_step = time.perf_counter(), done
                 step += 1

@@ -122,3 +122,24 @@ def test_poisoned_test_split_changes_no_selection(tmp_path, monkeypatch):
         else:
             assert d[k].get("chosen") == r.get("chosen")
     assert any(d[k]["value"] < c[k]["value"] - 0.3 for k in c if k[3] == "test"), "the poison reached test"
+
+
+def test_feature_extraction_folds_batchnorm_without_changing_features():
+    """Extraction runs a copy with BatchNorm folded into the convolutions: the same features as the encoder in
+    eval mode (with trained, non-trivial BN statistics), and the encoder itself keeps its BatchNorm layers."""
+    from selfsup.data.spec import ImageSpec
+    from selfsup.encoders import build_encoder
+    from selfsup.evaluate.features import extract_features
+
+    gen = torch.Generator().manual_seed(0)
+    for name in ("resnet18", "resnet50"):
+        enc = build_encoder(name, ImageSpec(3, 32, (0.5,) * 3, (0.25,) * 3), {"width": 8}).train()
+        with torch.no_grad():  # BN running statistics away from their init
+            for _ in range(3):
+                enc(torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=gen))
+        x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=gen)
+        with torch.no_grad():
+            expected = enc.eval()(x).pooled
+        got = extract_features(enc, x, batch_size=4)
+        assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), name
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules())

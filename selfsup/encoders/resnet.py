@@ -12,9 +12,11 @@ a CPU, where the paper's network trains a step in tens of seconds (see ``ResNetP
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 from selfsup.data.spec import ImageSpec
@@ -82,6 +84,22 @@ class ResNetEncoder(Encoder):
         h = self.layers(self.stem(self.input(x)))  # [B, D, h, w]
         tokens = h.flatten(2).transpose(1, 2)  # [B, h*w, D]
         return Features(tokens=tokens, pooled=h.mean(dim=(2, 3)))  # pooled [B, D]
+
+    def inference_copy(self) -> ResNetEncoder:
+        """A copy for frozen-feature extraction with every BatchNorm folded into the convolution before it
+        (eval-mode BN is an affine map per channel): the same outputs to float rounding, one pass over each
+        activation fewer."""
+        out = copy.deepcopy(self).eval()
+        out.stem[0], out.stem[1] = fuse_conv_bn_eval(out.stem[0], out.stem[1]), nn.Identity()
+        for m in out.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                for i in (1, 2, 3):
+                    if hasattr(m, f"conv{i}"):
+                        setattr(m, f"conv{i}", fuse_conv_bn_eval(getattr(m, f"conv{i}"), getattr(m, f"bn{i}")))
+                        setattr(m, f"bn{i}", nn.Identity())
+                if m.downsample is not None:
+                    m.downsample = fuse_conv_bn_eval(m.downsample[0], m.downsample[1])
+        return out
 
 
 def _builder(depth: int):

@@ -1,4 +1,4 @@
-"""Datasets: named ones from the registry, or a user's folder of images.
+"""Datasets: named ones from the registry, a user's folder of images, or a user's text files.
 
 ``load_dataset`` returns a :class:`Dataset` (splits, labels, lengths, groups and a spec);
 ``raw_features`` is each modality's raw-input baseline for the probes.
@@ -6,29 +6,41 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from selfsup.data import named as _named  # noqa: F401  (registers the named datasets)
+from selfsup.data import named_text as _named_text  # registers imdb, newsgroups
 from selfsup.data.base import Dataset, SequenceLabels, Split
 from selfsup.data.image import image_spec, raw_image_features
-from selfsup.data.spec import ImageSpec, spec_from_dict, spec_to_dict
+from selfsup.data.spec import ImageSpec, TextSpec, spec_from_dict, spec_to_dict
 from selfsup.data.splits import balanced_subset, stratified_holdout, validation_split
+from selfsup.data.text import is_text_path, load_text_dataset, text_dataset_from_hf, text_dataset_from_texts
 from selfsup.errors import UserError
 from selfsup.registry import DATASETS
 
-FETCHERS = {"fashion-mnist": _named.fetch_fashion_mnist}
+FETCHERS = {"fashion-mnist": _named.fetch_fashion_mnist, "imdb": _named_text.fetch_imdb,
+            "newsgroups": _named_text.fetch_newsgroups}  # fmt: skip
 
 
 def load_dataset(name: str, image_size: int | None = None, limit: int | None = None, strict: bool = False,
-                 log=print) -> Dataset:  # fmt: skip
-    """A registered name (``fashion-mnist``, ``digits``) or a path to a folder of images.
+                 log=print, text_field: str = "text", label_field: str | None = "label",
+                 blank_line_docs: bool = False) -> Dataset:  # fmt: skip
+    """A registered name (``fashion-mnist``, ``digits``, ``imdb``, ``newsgroups``), a path to a folder of images,
+    a text file (.txt/.jsonl/.csv/.tsv, optionally .gz) or folder of .txt files, or a Hugging Face dataset
+    object (``selfsup.data.text``; ``text_field``, ``label_field``, ``blank_line_docs`` apply to text).
 
     ``limit`` keeps the first N training samples (the spec's statistics are those of the kept ones)."""
-    if name in DATASETS:
+    text_args = {"text_field": text_field, "label_field": label_field, "strict": strict, "log": log}
+    if not isinstance(name, str | os.PathLike):  # a Hugging Face dataset object
+        ds = load_text_dataset(name, **text_args)
+    elif name in DATASETS:
         ds = DATASETS.get(name)(image_size=image_size)
+    elif is_text_path(name):
+        ds = load_text_dataset(name, blank_line_docs=blank_line_docs, **text_args)
     elif Path(name).expanduser().exists() or "/" in name or name.startswith("."):
         from selfsup.data.folder import load_image_folder
 
@@ -39,10 +51,16 @@ def load_dataset(name: str, image_size: int | None = None, limit: int | None = N
         if limit < 1:
             raise UserError(f"data.limit={limit} must be at least 1")
         ds.train = ds.train.head(limit)
-        ds.spec = image_spec(ds.train.x)
+        ds.spec = TextSpec(ds.spec.source, len(ds.train)) if isinstance(ds.spec, TextSpec) else image_spec(ds.train.x)
     if len(ds) == 0:
         raise UserError(f"dataset {name!r} is empty; point --data at a folder with images")
     return ds
+
+
+def load_configured(data, limit: int | None = None, log=print) -> Dataset:
+    """``load_dataset`` with a run's ``DataConfig`` (name, image size, strictness and the text options)."""
+    return load_dataset(data.name, data.image_size, limit, data.strict, log=log, text_field=data.text_field,
+                        label_field=data.label_field, blank_line_docs=data.blank_line_docs)  # fmt: skip
 
 
 def raw_features(spec, x, lengths: np.ndarray | None = None) -> torch.Tensor:
@@ -62,6 +80,7 @@ def fetch(name: str, log=print) -> None:
         log(f"{name}: {len(ds)} train samples cached{test}")
 
 
-__all__ = ["Dataset", "ImageSpec", "SequenceLabels", "Split", "balanced_subset", "fetch", "image_spec",
-           "load_dataset", "raw_features", "spec_from_dict", "spec_to_dict", "stratified_holdout",
-           "validation_split"]  # fmt: skip
+__all__ = ["Dataset", "ImageSpec", "SequenceLabels", "Split", "TextSpec", "balanced_subset", "fetch",
+           "image_spec", "load_configured", "load_dataset", "load_text_dataset", "raw_features",
+           "spec_from_dict", "spec_to_dict", "stratified_holdout", "text_dataset_from_hf",
+           "text_dataset_from_texts", "validation_split"]  # fmt: skip

@@ -36,7 +36,54 @@ class ImageSpec:
         return False
 
 
-SPECS: dict[str, type] = {"image": ImageSpec}
+@dataclass(frozen=True)
+class TextSpec:
+    """Raw text: samples are Python strings (a numpy object array). Not trainable as it is: a run turns it
+    into a ``TokenSpec`` dataset with its tokenizer (``selfsup.data.tokens``) before anything else sees it."""
+
+    source: str  # the dataset's name or path
+    num_docs: int
+    kind: ClassVar[str] = "text"
+
+    @property
+    def variable_length(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """Token ids ``int32 [max_len]`` per sample, padded with ``pad_id`` after ``lengths[i]`` tokens.
+
+    The ids of the special tokens are those of the run's tokenizer (None where its family has none);
+    ``special_ids`` lists every one of them (masking never picks them). ``causal``: a left-to-right
+    family (byte-level BPE, packed rows) rather than a bidirectional one (WordPiece, ``[CLS] .. [SEP]``).
+    ``tokenizer_hash`` ties token ids to the tokenizer that made them (16 hex digits of its sha256)."""
+
+    vocab_size: int
+    max_len: int
+    pad_id: int
+    cls_id: int | None = None
+    sep_id: int | None = None
+    mask_id: int | None = None
+    bos_id: int | None = None
+    eos_id: int | None = None
+    unk_id: int | None = None
+    special_ids: tuple[int, ...] = ()
+    causal: bool = False
+    tokenizer_hash: str = ""
+    kind: ClassVar[str] = "tokens"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "special_ids", tuple(int(v) for v in self.special_ids))
+        if self.vocab_size < 2 or self.max_len < 2:
+            raise ValueError("TokenSpec: vocab_size and max_len must be at least 2")
+
+    @property
+    def variable_length(self) -> bool:
+        return True
+
+
+SPECS: dict[str, type] = {"image": ImageSpec, "text": TextSpec, "tokens": TokenSpec}
 
 
 def spec_to_dict(spec) -> dict:
@@ -56,15 +103,23 @@ def spec_from_dict(data: dict, where: str = "spec"):
         raise UserError(f"{where} is malformed ({e}); the run folder may be damaged") from None
 
 
-__all__ = ["ImageSpec", "SPECS", "random_samples", "spec_from_dict", "spec_to_dict"]
+__all__ = ["ImageSpec", "SPECS", "TextSpec", "TokenSpec", "random_samples", "spec_from_dict", "spec_to_dict"]
 
 
 def random_samples(spec, n: int, generator=None):
     """``n`` random samples of the kind ``spec`` describes, as a batch the trainer would pass to ``views``:
-    -> (x, lengths or None). Images: uint8 [n, C, size, size]. For tests and shape checks."""
+    -> (x, lengths or None). Images: uint8 [n, C, size, size]; tokens: int32 [n, max_len] padded after
+    ``lengths`` [n] (the first sample full). For tests and shape checks."""
     import torch
 
     if isinstance(spec, ImageSpec):
         x = torch.randint(0, 256, (n, spec.channels, spec.size, spec.size), dtype=torch.uint8, generator=generator)
         return x, None
+    if isinstance(spec, TokenSpec):
+        lengths = torch.randint(2, spec.max_len + 1, (n,), generator=generator)
+        lengths[0] = spec.max_len
+        low = max(spec.special_ids, default=-1) + 1  # ordinary tokens only
+        x = torch.randint(low, spec.vocab_size, (n, spec.max_len), generator=generator).to(torch.int32)
+        x[torch.arange(spec.max_len)[None, :] >= lengths[:, None]] = spec.pad_id
+        return x, lengths
     raise NotImplementedError(f"no random samples for {spec.kind} specs")

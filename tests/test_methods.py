@@ -1,6 +1,8 @@
 """Every registered method with every registered encoder of its modality: the contract, and a few training
 steps on random samples made from the spec (generated from the registries)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,15 +10,18 @@ import torch
 import selfsup.methods  # noqa: F401  (registers)
 from selfsup.config import RunConfig, resolve
 from selfsup.data import Dataset, Split
-from selfsup.data.spec import ImageSpec, random_samples
+from selfsup.data.spec import ImageSpec, TokenSpec, random_samples
 from selfsup.errors import UserError
 from selfsup.methods import build_method
 from selfsup.registry import ENCODERS, METHODS
 
 # Small specs per modality, and a small size per encoder so every pair trains in well under a second.
-SPECS = {"image": [ImageSpec(1, 16, (0.4,), (0.3,)), ImageSpec(3, 16, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))]}
+SPECS = {"image": [ImageSpec(1, 16, (0.4,), (0.3,)), ImageSpec(3, 16, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))],
+         "tokens": [TokenSpec(64, 12, 0, cls_id=2, sep_id=3, mask_id=4, unk_id=1, special_ids=(0, 1, 2, 3, 4)),
+                    TokenSpec(64, 12, 0, bos_id=0, eos_id=0, special_ids=(0,), causal=True)]}  # fmt: skip
 TINY = {"resnet18": {"width": 8}, "resnet50": {"width": 4},
-        "vit_tiny": {"dim": 32, "depth": 2, "heads": 2}, "vit_small": {"dim": 32, "depth": 1, "heads": 4}}  # fmt: skip
+        "vit_tiny": {"dim": 32, "depth": 2, "heads": 2}, "vit_small": {"dim": 32, "depth": 1, "heads": 4},
+        "text_transformer": {"dim": 32, "depth": 1, "heads": 2}}  # fmt: skip
 INCOMPATIBLE = {("mae", "resnet18"), ("mae", "resnet50")}  # MAE drops masked patches: it needs a ViT
 
 PAIRS = [(m, e, i) for m, cls in METHODS.items() for e, b in ENCODERS.items() if b.spec_kind == cls.modality
@@ -40,12 +45,14 @@ def test_method_contract_and_a_few_steps(name, encoder, spec_i):
     g = torch.Generator().manual_seed(0)
     x, lengths = random_samples(spec, 16, g)
     ds = Dataset("random", spec, Split(x.numpy()))
-    if (name, encoder) in INCOMPATIBLE:
+    family = getattr(cls, "tokenizer_family", None)  # a token method needs its tokenizer family's spec
+    if (name, encoder) in INCOMPATIBLE or (family is not None and (family == "bpe") != spec.causal):
         with pytest.raises(UserError, match=name):
             build_method(resolve(cfg, ds), spec)
         return
     resolved = resolve(cfg, ds)
-    assert resolved.method.params and resolved.encoder.params, "defaults are filled into the config"
+    assert set(resolved.method.params) == {f.name for f in dataclasses.fields(cls.Params)}, "every method field"
+    assert resolved.encoder.params, "defaults are filled into the config"
     assert resolve(resolved, ds) == resolved, "resolving a resolved config changes nothing"
     torch.manual_seed(0)
     method = build_method(resolved, spec)

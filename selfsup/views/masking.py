@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["block_side", "center_block_mask", "dilate_mask", "fill_masked", "random_block_mask", "random_token_mask",
-           "visible_count"]  # fmt: skip
+__all__ = ["block_side", "center_block_mask", "corrupt_tokens", "dilate_mask", "fill_masked", "random_block_mask",
+           "random_token_mask", "select_tokens", "visible_count"]  # fmt: skip
 
 
 def visible_count(n: int, mask_ratio: float) -> int:
@@ -114,3 +114,39 @@ def dilate_mask(mask: Tensor, pixels: int) -> Tensor:
         return mask
     grown = F.max_pool2d(mask.float(), 2 * pixels + 1, stride=1, padding=pixels)
     return grown > 0
+
+
+def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None = None,
+                  generator: torch.Generator | None = None, span: int = 1) -> Tensor:  # fmt: skip
+    """Positions a masked-prediction objective predicts: each ordinary token (not special, not padding) with
+    probability ``prob``, independently (BERT; RoBERTa's dynamic masking draws anew at every call). With
+    ``span`` > 1, each drawn position starts a run of ``span`` tokens (k-mer tokens, whose neighbours would
+    give the answer away); the start probability is ``prob / span`` so about ``prob`` of the tokens are hidden.
+
+    ids [B, T] -> bool [B, T], True = predicted; at least one position in a batch that has an ordinary token."""
+    B, T = ids.shape
+    eligible = ~torch.isin(ids, torch.as_tensor(list(special_ids), dtype=ids.dtype, device=ids.device))
+    if lengths is not None:
+        eligible &= torch.arange(T, device=ids.device)[None] < lengths.to(ids.device)[:, None]
+    u = torch.rand(B, T, generator=generator, device=ids.device)
+    chosen = u < prob / span
+    if span > 1:
+        starts = F.pad(chosen.float()[:, None], (span - 1, 0))  # [B, 1, T + span - 1]
+        chosen = F.max_pool1d(starts, span, stride=1)[:, 0] > 0  # t is hidden if a run started in t-span+1 .. t
+    chosen &= eligible
+    # a batch where nothing was drawn predicts its eligible token with the lowest draw (never an empty loss);
+    # done without a branch, so without a host sync
+    first = u.masked_fill(~eligible, 2.0).flatten().argmin()
+    chosen.view(-1)[first] |= ~chosen.any() & eligible.view(-1)[first]
+    return chosen
+
+
+def corrupt_tokens(ids: Tensor, chosen: Tensor, mask_id: int, vocab_size: int, special_ids,
+                   generator: torch.Generator | None = None, mask_p: float = 0.8, random_p: float = 0.1) -> Tensor:
+    """BERT's corruption of the chosen positions: ``mask_p`` become ``mask_id``, ``random_p`` a random ordinary
+    token, the rest keep theirs (80 / 10 / 10). ids [B, T], chosen bool [B, T] -> corrupted ids [B, T]."""
+    u = torch.rand(ids.shape, generator=generator, device=ids.device)
+    low = max(special_ids, default=-1) + 1  # ordinary tokens follow the special ones
+    rand = torch.randint(low, vocab_size, ids.shape, generator=generator, device=ids.device).to(ids.dtype)
+    out = torch.where(chosen & (u < mask_p), torch.as_tensor(mask_id, dtype=ids.dtype, device=ids.device), ids)
+    return torch.where(chosen & (u >= mask_p) & (u < mask_p + random_p), rand, out)

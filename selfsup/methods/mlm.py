@@ -1,0 +1,108 @@
+"""Masked language modelling (BERT: Devlin, Chang, Lee, Toutanova, NAACL 2019, arXiv:1810.04805), with
+RoBERTa's dynamic masking (Liu et al. 2019, arXiv:1907.11692).
+
+Of each sequence's ordinary tokens (not ``[CLS]`` / ``[SEP]`` / padding), 15% are chosen; of those 80%
+become ``[MASK]``, 10% a random token and 10% stay as they are; the model predicts the original token
+at the chosen positions only. A new mask is drawn every time a sequence is seen (RoBERTa's dynamic
+masking: the views are drawn per step from the step's generator).
+
+The prediction head is BERT's: a dense layer, GELU and LayerNorm, then the tied token embedding and a
+bias per vocabulary entry. Logits are computed at the chosen positions only: the full-vocabulary
+projection at every position would be most of a small model's cost.
+
+Paper hyperparameters (BERT-base): Adam, lr 1e-4, betas (0.9, 0.999), weight decay 0.01, 10,000 warm-up
+steps then linear decay, batch 256 x 512 tokens (128 for 90% of the steps), dropout 0.1, 1M steps.
+RoBERTa: lr 6e-4 at batch 8k, betas (0.9, 0.98). Local choices (measured in docs/, not here): AdamW
+with the library's warm-up + cosine schedule, no dropout (short runs do not overfit), and a larger lr
+per sample for small models and short budgets; ``mask_span`` > 1 masks runs of tokens (for overlapping
+k-mers, as DNABERT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfsup.encoders.base import masked_mean
+from selfsup.errors import UserError
+from selfsup.methods.base import Output
+from selfsup.registry import METHODS
+from selfsup.views.masking import corrupt_tokens, select_tokens
+
+
+@dataclass
+class MLMParams:
+    mask_prob: float = 0.15  # share of ordinary tokens predicted
+    mask_token_p: float = 0.8  # of those, replaced by [MASK]
+    random_token_p: float = 0.1  # of those, replaced by a random token (the rest keep theirs)
+    mask_span: int = 1  # > 1: runs of tokens (overlapping k-mers)
+
+
+class LMHead(nn.Module):
+    """BERT's prediction head: dense -> GELU -> LayerNorm -> tied embedding + bias. [M, D] -> [M, V]."""
+
+    def __init__(self, encoder: nn.Module, vocab_size: int):
+        super().__init__()
+        dim = encoder.dim
+        self.dense = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        nn.init.normal_(self.dense.weight, std=0.02)
+        nn.init.zeros_(self.dense.bias)
+        self._encoder = [encoder]  # not a submodule: its embedding is the encoder's (tied)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self._encoder[0].lm_logits(self.norm(F.gelu(self.dense(h)))) + self.bias
+
+
+def check_text_encoder(method: str, encoder: nn.Module, causal: bool) -> None:
+    if not hasattr(encoder, "lm_logits"):
+        raise UserError(f"method {method} needs a token encoder; use --encoder text_transformer")
+    if bool(encoder.causal) != causal:
+        kind = "causal" if causal else "bidirectional"
+        raise UserError(f"method {method} needs a {kind} encoder; drop --set encoder.causal or set it to "
+                        f"{str(causal).lower()}")  # fmt: skip
+
+
+@METHODS.register("mlm")
+class MLM(nn.Module):
+    modality = "tokens"
+    tokenizer_family = "wordpiece"
+    Params = MLMParams
+    defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01,  # lr per 256 sequences
+                "cpu_batch_size": 32}
+    default_encoder = "text_transformer"
+
+    def __init__(self, encoder: nn.Module, params: MLMParams, spec):
+        super().__init__()
+        check_text_encoder("mlm", encoder, causal=False)
+        if spec.mask_id is None:
+            raise UserError("method mlm needs a tokenizer with a mask token (a wordpiece tokenizer: drop --tokenizer "
+                            "or pass one trained for mlm)")  # fmt: skip
+        if not 0 < params.mask_prob < 1 or params.mask_token_p + params.random_token_p > 1 or params.mask_span < 1:
+            raise UserError("method.mask_prob must be in (0, 1), mask_token_p + random_token_p at most 1 and "
+                            "mask_span at least 1")  # fmt: skip
+        self.encoder, self.params, self.spec = encoder, params, spec
+        self.head = LMHead(encoder, spec.vocab_size)
+
+    def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """ids [B, T] -> (corrupted ids [B, T], chosen bool [B, T], original ids [B, T], lengths)."""
+        ids = x.long()
+        p, s = self.params, self.spec
+        chosen = select_tokens(ids, p.mask_prob, s.special_ids, lengths, generator, p.mask_span)
+        inputs = corrupt_tokens(ids, chosen, s.mask_id, s.vocab_size, s.special_ids, generator, p.mask_token_p,
+                                p.random_token_p)  # fmt: skip
+        return inputs, chosen, ids, lengths
+
+    def forward(self, batch) -> Output:
+        inputs, chosen, ids, lengths = batch
+        h = self.encoder.hidden(inputs, lengths)  # [B, T, D]
+        logits = self.head(h[chosen])  # [M, V]: the chosen positions only
+        target = ids[chosen]
+        loss = F.cross_entropy(logits.float(), target)
+        acc = (logits.detach().argmax(1) == target).float().mean()
+        # the collapse monitor reads the mean token state: [CLS] is never a target, so its state says little
+        return Output(loss, {"mlm_acc": acc}, masked_mean(h, lengths).detach())

@@ -1,0 +1,136 @@
+"""The text encoder, masked-LM corruption and the mlm / gpt objectives, against formulas written here."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfsup.data.spec import TokenSpec, random_samples
+from selfsup.encoders import build_encoder
+from selfsup.errors import UserError
+from selfsup.methods.gpt import GPT, GPTParams
+from selfsup.methods.mlm import MLM, MLMParams
+from selfsup.views.masking import corrupt_tokens, select_tokens
+
+SPECIALS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]
+BIDI = TokenSpec(300, 24, 0, cls_id=2, sep_id=3, mask_id=4, unk_id=1, special_ids=SPECIALS)
+CAUSAL = TokenSpec(300, 24, 0, bos_id=0, eos_id=0, special_ids=(0,), causal=True)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def bert_rows(n, seed=0):
+    """Rows as the tokenizer lays them out: [CLS] tokens [SEP] then padding."""
+    x, lengths = random_samples(BIDI, n, gen(seed))
+    x = x.long()
+    x[:, 0] = 2
+    x[torch.arange(n), lengths - 1] = 3
+    return x, lengths
+
+
+@pytest.mark.parametrize("spec,pooling", [(BIDI, "cls"), (BIDI, "mean"), (CAUSAL, "last"), (CAUSAL, "mean")])
+def test_a_sample_alone_and_in_a_padded_batch_has_the_same_features(spec, pooling):
+    torch.manual_seed(0)
+    enc = build_encoder("text_transformer", spec, {"size": "tiny", "pooling": pooling}).eval()
+    x, lengths = random_samples(spec, 6, gen(1))
+    with torch.no_grad():
+        batch = enc(x, lengths=lengths)
+        for i in range(6):
+            alone = enc(x[i : i + 1, : lengths[i]], lengths=lengths[i : i + 1])
+            assert torch.allclose(alone.pooled, batch.pooled[i : i + 1], atol=1e-5), i
+            assert torch.allclose(alone.tokens[0], batch.tokens[i, : lengths[i]], atol=1e-5), i
+
+
+def test_padding_content_never_reaches_the_features():
+    enc = build_encoder("text_transformer", BIDI, {"size": "tiny", "pooling": "mean"}).eval()
+    x, lengths = random_samples(BIDI, 4, gen(2))
+    y = x.clone()
+    pad = torch.arange(BIDI.max_len)[None] >= lengths[:, None]
+    y[pad] = 77  # garbage where the padding is
+    with torch.no_grad():
+        assert torch.allclose(enc(x, lengths=lengths).pooled, enc(y, lengths=lengths).pooled, atol=1e-6)
+
+
+def test_causal_outputs_never_depend_on_later_tokens():
+    enc = build_encoder("text_transformer", CAUSAL, {"size": "tiny"}).eval()
+    x, _ = random_samples(CAUSAL, 2, gen(3))
+    y = x.clone()
+    y[:, 10] = (y[:, 10] + 1) % CAUSAL.vocab_size
+    with torch.no_grad():
+        hx, hy = enc(x).tokens, enc(y).tokens
+    assert torch.allclose(hx[:, :10], hy[:, :10], atol=1e-6)
+    assert not torch.allclose(hx[:, 10:], hy[:, 10:], atol=1e-4)
+    bidi = build_encoder("text_transformer", BIDI, {"size": "tiny"}).eval()
+    with torch.no_grad():  # the bidirectional encoder does look ahead
+        assert not torch.allclose(bidi(x % 300).tokens[:, :10], bidi(y % 300).tokens[:, :10], atol=1e-4)
+
+
+def test_masking_statistics_follow_bert():
+    x, lengths = bert_rows(512, seed=4)
+    chosen = select_tokens(x, 0.15, SPECIALS, lengths, gen(5))
+    ordinary = ~torch.isin(x, torch.tensor(SPECIALS)) & (torch.arange(x.shape[1])[None] < lengths[:, None])
+    assert not (chosen & ~ordinary).any()  # never a special token or padding
+    share = chosen.sum() / ordinary.sum()
+    assert abs(share.item() - 0.15) < 0.01
+    out = corrupt_tokens(x, chosen, 4, 300, SPECIALS, gen(6))
+    n = chosen.sum().item()
+    masked = (out[chosen] == 4).sum().item() / n
+    kept = (out[chosen] == x[chosen]).sum().item() / n
+    assert abs(masked - 0.8) < 0.02 and abs(kept - 0.1 - 0.1 / 300 * 0) < 0.02  # random ids rarely hit the original
+    assert torch.equal(out[~chosen], x[~chosen])  # nothing else changes
+    assert (out[chosen & (out != 4) & (out != x)] > 4).all()  # random replacements are ordinary tokens
+
+
+def test_masking_is_redrawn_each_time_and_follows_the_generator():
+    x, lengths = bert_rows(8, seed=7)
+    a = select_tokens(x, 0.15, SPECIALS, lengths, gen(1))
+    b = select_tokens(x, 0.15, SPECIALS, lengths, gen(1))
+    c = select_tokens(x, 0.15, SPECIALS, lengths, gen(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_span_masking_hides_runs_of_tokens():
+    x = torch.randint(5, 300, (64, 200), generator=gen(8))
+    chosen = select_tokens(x, 0.15, SPECIALS, None, gen(9), span=6)
+    assert abs(chosen.float().mean().item() - 0.15) < 0.04
+    starts = chosen[:, 1:] & ~chosen[:, :-1]
+    runs = chosen.sum().item() / max(1, starts.sum().item() + chosen[:, 0].sum().item())
+    assert runs > 4  # mostly runs of ~6, not isolated tokens
+
+
+def test_mlm_loss_is_cross_entropy_at_the_chosen_positions_only():
+    torch.manual_seed(0)
+    enc = build_encoder("text_transformer", BIDI, {"size": "tiny"})
+    m = MLM(enc, MLMParams(), BIDI)
+    x, lengths = bert_rows(6, seed=10)
+    inputs, chosen, ids, lens = m.views(x, gen(11), lengths)
+    out = m((inputs, chosen, ids, lens))
+    h = enc.hidden(inputs, lens)
+    logits = m.head.norm(F.gelu(m.head.dense(h))) @ enc.tok_embed.weight.T + m.head.bias  # [B, T, V]
+    expected = F.cross_entropy(logits[chosen], x[chosen])
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    out.loss.backward()
+    assert enc.tok_embed.weight.grad is not None  # the output embedding is the input one (tied)
+
+
+def test_gpt_loss_is_next_token_cross_entropy_and_ignores_padding():
+    torch.manual_seed(0)
+    enc = build_encoder("text_transformer", CAUSAL, {"size": "tiny"})
+    m = GPT(enc, GPTParams(), CAUSAL)
+    x, lengths = random_samples(CAUSAL, 4, gen(12))
+    out = m(m.views(x, gen(0), lengths))
+    logits = enc.lm_logits(enc.hidden(x, lengths))
+    terms = [F.cross_entropy(logits[i, : lengths[i] - 1], x[i, 1 : lengths[i]].long(), reduction="sum")
+             for i in range(4)]  # fmt: skip
+    expected = torch.stack(terms).sum() / (lengths - 1).sum()
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+
+
+def test_methods_refuse_the_wrong_encoder_family():
+    with pytest.raises(UserError, match="bidirectional"):
+        MLM(build_encoder("text_transformer", CAUSAL, {"size": "tiny"}), MLMParams(), CAUSAL)
+    with pytest.raises(UserError, match="causal"):
+        GPT(build_encoder("text_transformer", BIDI, {"size": "tiny"}), GPTParams(), BIDI)
+    with pytest.raises(UserError, match="pooling"):
+        build_encoder("text_transformer", CAUSAL, {"size": "tiny", "pooling": "cls"})

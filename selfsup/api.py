@@ -19,6 +19,8 @@ ALIASES = {
     "budget": "train.budget", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
     "device": "train.device", "precision": "train.precision", "accumulate": "train.accumulate",
     "optimizer": "train.optimizer", "compile": "train.compile", "checkpoint_every": "train.checkpoint_every",
+    "max_len": "data.max_len", "vocab_size": "data.vocab_size", "tokenizer": "data.tokenizer",
+    "text_field": "data.text_field", "label_field": "data.label_field", "blank_line_docs": "data.blank_line_docs",
 }  # fmt: skip
 
 

@@ -30,6 +30,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--strict", action="store_true", default=None, help="folders: a corrupt file is an error")
     p.add_argument("--seed", type=int)
+    _text_args(p)
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--precision", help="auto | fp32 | bf16")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
@@ -93,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _text_args(p) -> None:
+    p.add_argument("--max-len", type=int, help="text: tokens per sample (default 128 on a CPU, 512 on a GPU)")
+    p.add_argument("--vocab-size", type=int, help="text: the size of the tokenizer trained for the run (8192)")
+    p.add_argument("--tokenizer", help="text: reuse this tokenizer.json instead of training one")
+    p.add_argument("--text-field", help="CSV / TSV / JSONL: the column holding the text (default text)")
+    p.add_argument("--label-field", help="CSV / TSV / JSONL: the label column, if any (default label)")
+    p.add_argument("--blank-line-docs", action="store_true", default=None,
+                   help=".txt: documents separated by blank lines (default: one per line)")
+
+
+TEXT_FIELDS = ("max_len", "vocab_size", "tokenizer", "text_field", "label_field", "blank_line_docs")
+
+
 def _kv(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -113,7 +127,7 @@ def _cmd_pretrain(a) -> None:
             "data method encoder width patch_size budget batch_size lr optimizer accumulate image_size limit "
             "strict seed device precision compile checkpoint_every out"
         ).split()
-        fields = {k: getattr(a, k) for k in names}
+        fields = {k: getattr(a, k) for k in [*names, *TEXT_FIELDS]}
         fields.update({k.replace(".", "__"): v for k, v in _kv(a.set).items()})
         run = api.pretrain(config=a.config, **fields)
     from selfsup.distributed import is_main

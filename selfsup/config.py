@@ -82,6 +82,13 @@ class DataConfig:
     image_size: int | None = None  # None: the dataset's native size (folders: their own size up to 64 px)
     limit: int | None = None  # use only the first N training samples
     strict: bool = False  # folders: a corrupt file is an error instead of skipped
+    # text (and other token data); ignored by images
+    max_len: int | None = None  # tokens per sample; None: 128 on a CPU, 512 on a GPU
+    vocab_size: int = 8192  # of a tokenizer trained for the run
+    tokenizer: str | None = None  # a tokenizer.json to reuse instead of training one
+    text_field: str = "text"  # CSV / TSV / JSONL: the column holding the text
+    label_field: str = "label"  # ... and the optional label column
+    blank_line_docs: bool = False  # .txt: documents separated by blank lines instead of one per line
 
 
 @dataclass
@@ -205,6 +212,10 @@ class RunConfig:
             raise UserError(f"train.{bad}={getattr(t, bad)} must be at least 1")
         if self.data.limit is not None and self.data.limit < 1:
             raise UserError(f"data.limit={self.data.limit} must be at least 1")
+        if self.data.max_len is not None and self.data.max_len < 8:
+            raise UserError(f"data.max_len={self.data.max_len} must be at least 8 tokens (--max-len)")
+        if self.data.vocab_size < 64:
+            raise UserError(f"data.vocab_size={self.data.vocab_size} must be at least 64 (--vocab-size)")
         if self.data.image_size is not None and self.data.image_size < 8:
             raise UserError(f"data.image_size={self.data.image_size} must be at least 8")
         return self
@@ -332,6 +343,8 @@ def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int =
                         f"{spec.kind} data; choose a {spec.kind} method (selfsup list methods)")  # fmt: skip
     if hasattr(spec, "size"):
         out.data.image_size = spec.size
+    if hasattr(spec, "max_len"):
+        out.data.max_len = spec.max_len
     out.encoder.name = out.encoder.name or getattr(cls, "default_encoder", "resnet18")
     out.encoder.params, note = resolve_encoder_params(out.encoder.name, spec, out.encoder.params, device_type)
     if note:

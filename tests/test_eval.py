@@ -101,7 +101,7 @@ def test_poisoned_test_split_changes_no_selection(tmp_path, monkeypatch):
     run = selfsup.pretrain(data="digits", method="simclr", width=8, batch_size=32, budget="3steps", device="cpu",
                            out=tmp_path / "r", log=lambda s: None).path  # fmt: skip
     clean = selfsup.evaluate(run, protocol="knn,linear", labels="10%,100%", log=lambda s: None)
-    real_load = E.load_dataset
+    real_load = E.load_configured
 
     def poisoned_load(*a, **k):
         ds = real_load(*a, **k)
@@ -111,7 +111,7 @@ def test_poisoned_test_split_changes_no_selection(tmp_path, monkeypatch):
         ds.test.x = rng.integers(0, 256, ds.test.x.shape).astype(np.uint8)
         return ds
 
-    monkeypatch.setattr(E, "load_dataset", poisoned_load)
+    monkeypatch.setattr(E, "load_configured", poisoned_load)
     dirty = selfsup.evaluate(run, protocol="knn,linear", labels="10%,100%", log=lambda s: None)
     key = lambda r: (r["protocol"], r["labels"], r["encoder"], r["split"])  # noqa: E731
     c, d = {key(r): r for r in clean}, {key(r): r for r in dirty}

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from selfsup.config import EvalConfig, RunConfig, parse_labels, set_field
-from selfsup.data import balanced_subset, load_dataset, raw_features, validation_split
+from selfsup.data import balanced_subset, load_configured, prepare, raw_features, spec_from_dict, validation_split
 from selfsup.errors import UserError
 from selfsup.evaluate import tasks as _tasks  # noqa: F401  (registers the tasks)
 from selfsup.evaluate.features import extract_features
@@ -40,9 +40,10 @@ from selfsup.evaluate.protocols import (
     linear_probe,
     logreg_loss_grad,
 )
+from selfsup.evaluate.sparse import is_sparse, tfidf_features
 from selfsup.fmt import fmt_duration
 from selfsup.registry import PROTOCOLS, TASKS
-from selfsup.runs import atomic_write_text, load_config, load_encoder
+from selfsup.runs import atomic_write_text, load_config, load_encoder, read_encoder_json
 from selfsup.views import finetune_augment
 
 SPLITS = ("val", "test")  # every score is reported on both; selections read "val" only
@@ -163,8 +164,9 @@ def _estimate(encoders, splits, subsets, ev, device, num_outputs) -> dict[str, f
     return out
 
 
-def _frozen_features(encoders, splits, spec, ev, device, log, clock) -> dict[str, dict[str, torch.Tensor]]:
-    """{encoder: {split: features}} for the encoders and the raw baseline, each extracted once."""
+def _frozen_features(encoders, splits, spec, ev, device, log, clock, texts=None) -> dict[str, dict]:
+    """{encoder: {split: features}} for the encoders and the raw baseline, each extracted once (text: sparse
+    TF-IDF rows of ``texts``, {split: documents})."""
     total = sum(len(s.x) for s in splits.values())
     feats: dict[str, dict[str, torch.Tensor]] = {}
     for name, enc in encoders.items():
@@ -178,7 +180,11 @@ def _frozen_features(encoders, splits, spec, ev, device, log, clock) -> dict[str
                                            _progress(log, f"{name} {k}") if show else None)
                        for k, s in splits.items()}  # fmt: skip
         clock.add("features", time.perf_counter() - t0)
-    if ev.baselines:
+    if ev.baselines and texts is not None:
+        t0 = time.perf_counter()
+        feats["raw"] = tfidf_features(texts)
+        clock.add("features", time.perf_counter() - t0)
+    elif ev.baselines:
         feats["raw"] = {k: raw_features(spec, s.x, s.lengths) for k, s in splits.items()}
     return feats
 
@@ -189,7 +195,8 @@ def _frozen_rows(task, protocol, feats, ys, subsets, num_outputs, ev, log, clock
         idx_t = torch.from_numpy(idx)
         for name, f in feats.items():
             sets = {s: (f[s], ys[s]) for s in SPLITS}
-            scores, chosen = task.frozen(protocol, (f["pool"][idx_t], ys["pool"][idx_t]), sets, num_outputs, ev)
+            train = f["pool"][idx] if is_sparse(f["pool"]) else f["pool"][idx_t]
+            scores, chosen = task.frozen(protocol, (train, ys["pool"][idx_t]), sets, num_outputs, ev)
             for split in SPLITS:
                 rows.append(_row(task, protocol, frac, name, split, scores[split], chosen))
     spent = time.perf_counter() - t0
@@ -219,10 +226,12 @@ def _finetune_rows(task, encoders, pool, subsets, evals, num_outputs, spec, ev, 
             shown = "supervised" if name == "random_init" else name
             log(f"finetune: {encoder_label(shown)} at {100 * frac:g}% labels ...")
             t0 = time.perf_counter()
-            model = finetune(enc, pool.x[idx], pool.y[idx], task, num_outputs, finetune_augment(spec), **kw)
+            model = finetune(enc, pool.x[idx], pool.y[idx], task, num_outputs, finetune_augment(spec),
+                             lengths=None if pool.lengths is None else pool.lengths[idx], **kw)  # fmt: skip
             for split in SPLITS:
-                x, y = evals[split]
-                rows.append(_row(task, "finetune", frac, shown, split, task.score(predict(model, x), y)))
+                x, y, lengths = evals[split]
+                score = task.score(predict(model, x, lengths=lengths), y)
+                rows.append(_row(task, "finetune", frac, shown, split, score))
             clock.add("finetune", time.perf_counter() - t0)
     return rows
 
@@ -239,7 +248,8 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     clock = _Clock()
     cfg, ev = _eval_config(run_path, protocol, labels, baselines, plot, task, overrides)
     t = TASKS.get(ev.task)()
-    ds = load_dataset(cfg.data.name, cfg.data.image_size, strict=cfg.data.strict, log=log)
+    raw = load_configured(cfg.data, log=log)
+    ds = prepare.for_evaluation(raw, run_path, spec_from_dict(read_encoder_json(run_path)["spec"]), log)
     t.check(ds, cfg.data.name)
     num_outputs = t.num_outputs(ds)
     labelled = ds.train if ev.train_limit is None else ds.train.head(ev.train_limit)
@@ -250,6 +260,9 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     pool = labelled.take(pool_idx[used])
     subsets = {frac: np.searchsorted(used, idx) for frac, idx in subsets.items()}  # positions within `pool`
     splits = {"pool": pool, "val": labelled.take(val_idx), "test": test.take(np.arange(len(test)))}
+    texts = None  # text: the raw-input baseline reads the documents themselves (TF-IDF)
+    if raw.spec.kind == "text" and ev.baselines:
+        texts = {"pool": raw.train.x[pool_idx[used]], "val": raw.train.x[val_idx], "test": raw.test.x[: len(test)]}
     ys = {k: torch.as_tensor(np.asarray(s.y)) for k, s in splits.items()}
     log(
         f"evaluating {run_path}: {len(pool_idx)} labelled samples ({', '.join(f'{100 * f:g}%' for f in ev.labels)} "
@@ -264,16 +277,16 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
     log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
     frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
-    feats = _frozen_features(encoders, splits, ds.spec, ev, device, log, clock) if frozen else {}
+    feats = _frozen_features(encoders, splits, ds.spec, ev, device, log, clock, texts) if frozen else {}
     rows = []
     for proto in ev.protocols:
         if PROTOCOLS.get(proto).frozen:
             rows += _frozen_rows(t, proto, feats, ys, subsets, num_outputs, ev, log, clock)
         else:
-            evals = {s: (splits[s].x, ys[s]) for s in SPLITS}
+            evals = {s: (splits[s].x, ys[s], splits[s].lengths) for s in SPLITS}
             rows += _finetune_rows(t, encoders, pool, subsets, evals, num_outputs, ds.spec, ev, device, log, clock)
     if ev.plot and ev.baselines and "finetune" not in ev.protocols:
-        evals = {s: (splits[s].x, ys[s]) for s in SPLITS}
+        evals = {s: (splits[s].x, ys[s], splits[s].lengths) for s in SPLITS}
         scratch = {"random_init": encoders["random_init"]}
         rows += _finetune_rows(t, scratch, pool, subsets, evals, num_outputs, ds.spec, ev, device, log, clock)
     run = Path(run_path)

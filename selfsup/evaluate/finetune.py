@@ -99,10 +99,11 @@ def _as_tensor(x) -> Tensor:
 def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment: Callable | None = None, *,
              epochs: int = 10, lr: float = 3e-3, weight_decay: float = 0.05, layer_decay: float = 1.0,
              batch_size: int = 64, min_steps: int = 100, max_steps: int | None = None, seed: int = 0,
-             device: str = "auto", log=None) -> Classifier:  # fmt: skip
+             device: str = "auto", log=None, lengths=None) -> Classifier:  # fmt: skip
     """Fine-tune a deep copy of ``encoder`` with ``task``'s head and loss; ``encoder`` itself is left untouched.
 
-    train_x: samples [N, ...] (array or tensor); train_y: targets [N]; ``augment(x, generator)`` the
+    train_x: samples [N, ...] (array or tensor), ``lengths`` [N] for padded samples; train_y: targets [N];
+    ``augment(x, generator)`` the
     modality's training augmentation. Steps: ``epochs`` passes over the N samples at ``batch_size``, at
     least ``min_steps`` (so a 1%-label subset still trains) and at most ``max_steps`` (None: no cap).
     Returns the model in eval mode, on ``device``.
@@ -110,6 +111,7 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
     dev = local_device(device)
     x_all = _as_tensor(train_x).to(dev)
     y_all = _as_tensor(train_y).to(dev)
+    len_all = None if lengths is None else _as_tensor(lengths).to(dev)
     n = x_all.shape[0]
     bs = min(batch_size, max(2, n))  # BatchNorm needs two samples; tiny subsets repeat across the batch
     steps = max(min_steps, epochs * math.ceil(n / bs))
@@ -139,7 +141,7 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
             for group in opt.param_groups:
                 group["lr"] = lr * scale * group["lr_scale"]
             with autocast(dev):
-                loss = task.loss(model(xb), y_all[idx])
+                loss = task.loss(model(xb, None if len_all is None else len_all[idx]), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -153,8 +155,8 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x, batch_size: int = 512) -> Tensor:
-    """The model's outputs over ``x`` [N, ...] in batches (float32, CPU)."""
+def predict(model: nn.Module, x, batch_size: int = 512, lengths=None) -> Tensor:
+    """The model's outputs over ``x`` [N, ...] (padded after ``lengths`` [N], if given) in batches (float32, CPU)."""
     dev = next(model.parameters()).device
     channels_last = channels_last_for(model, dev)
     x = _as_tensor(x)
@@ -165,7 +167,8 @@ def predict(model: nn.Module, x, batch_size: int = 512) -> Tensor:
         if channels_last:
             xb = as_channels_last(xb)
         with autocast(dev):
-            out.append(model(xb).float().cpu())
+            lb = None if lengths is None else _as_tensor(lengths)[i : i + batch_size].to(dev)
+            out.append(model(xb, lb).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 

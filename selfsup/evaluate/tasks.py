@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from selfsup.data import SequenceLabels
 from selfsup.errors import UserError
 from selfsup.evaluate.protocols import knn_predict, linear_probe
+from selfsup.evaluate.sparse import is_sparse, sparse_knn_predict, sparse_linear_probe
 from selfsup.registry import TASKS
 
 
@@ -45,6 +46,12 @@ class Classify:
                num_outputs: int, ev) -> tuple[dict[str, float], dict]:  # fmt: skip
         """Score ``protocol`` (knn | linear) on each eval set -> ({split: accuracy}, what was chosen on validation)."""
         train_f, train_y = train
+        if is_sparse(train_f):  # a sparse raw-input baseline (TF-IDF)
+            if protocol == "knn":
+                return {split: (sparse_knn_predict(train_f, train_y, f, num_outputs, ev.knn_k, ev.knn_temperature)
+                                == y).float().mean().item() for split, (f, y) in eval_sets.items()}, {}  # fmt: skip
+            scores, c = sparse_linear_probe(train_f, train_y, eval_sets, num_outputs)
+            return scores, {"C": c}
         if protocol == "knn":
             out = {}
             for split, (f, y) in eval_sets.items():

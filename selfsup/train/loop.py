@@ -35,11 +35,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from selfsup import distributed as D
 from selfsup import runs
 from selfsup.config import RunConfig, parse_budget, resolve
-from selfsup.data import load_dataset
+from selfsup.data import load_configured, prepare
 from selfsup.errors import TrainingDiverged, UserError
 from selfsup.fmt import fmt_duration
 from selfsup.methods import build_method, eval_encoder_name, metric_floats
 from selfsup.precision import as_channels_last, autocast_dtype, channels_last_for, to_channels_last
+from selfsup.registry import METHODS
 from selfsup.train.log import RunLogger, write_cost
 from selfsup.train.monitor import collapse_stats, collapse_warning
 from selfsup.train.optim import build_optimizer, warmup_cosine
@@ -94,7 +95,7 @@ class Trainer:
         small = split.x.nbytes < 4 * 2**30  # smaller sets live in RAM; larger stay memory-mapped
         x = torch.from_numpy(np.array(split.x) if small else np.asarray(split.x))
         self.data = x.to(device) if keep_on_device else x
-        self.lengths = None if split.lengths is None else torch.from_numpy(np.asarray(split.lengths)).to(device)
+        self.lengths = None if split.lengths is None else torch.from_numpy(np.array(split.lengths)).to(device)
         self._perm_cache: tuple[int, torch.Tensor] | None = None
 
         self.start_step = 0
@@ -407,7 +408,8 @@ def pretrain(cfg: RunConfig, resume: bool = False, log=print) -> Run:
         say(f"{run_dir} finished at step {cfg.train.steps}; nothing to resume (evaluate it with `selfsup eval`)")
         return Run(run_dir, cfg)
     _check_run_dir(run_dir, resume)
-    ds = load_dataset(cfg.data.name, cfg.data.image_size, cfg.data.limit, cfg.data.strict, log=say)
+    ds = load_configured(cfg.data, cfg.data.limit, log=say)
+    ds = prepare.for_pretraining(ds, cfg, METHODS.get(cfg.method.name), run_dir, device.type, resume, say)
     notes: list[str] = []
     resolved = resolve(cfg, ds, device.type, D.world_size(), notes)
     for line in notes:

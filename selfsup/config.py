@@ -339,8 +339,11 @@ def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int =
     spec, n = dataset.spec, len(dataset)
     cls = METHODS.get(out.method.name)
     if cls.modality != spec.kind:
-        raise UserError(f"method {out.method.name} is for {cls.modality} data and {out.data.name!r} holds "
-                        f"{spec.kind} data; choose a {spec.kind} method (selfsup list methods)")  # fmt: skip
+        kinds = {"tokens": "text or token", "image": "image"}
+        have = kinds.get(spec.kind, spec.kind)
+        raise UserError(f"method {out.method.name} takes {kinds.get(cls.modality, cls.modality)} data and "
+                        f"{out.data.name!r} holds {have} data; choose {'an' if have[0] in 'aeiou' else 'a'} "
+                        f"{have} method (selfsup list methods)")  # fmt: skip
     if hasattr(spec, "size"):
         out.data.image_size = spec.size
     if hasattr(spec, "max_len"):

@@ -40,13 +40,18 @@ def knn_predict(train_f: Tensor, train_y: Tensor, query_f: Tensor, num_classes: 
     k = min(k, train_f.shape[0])
     preds = []
     for i in range(0, query_f.shape[0], chunk):
-        sim = query_f[i : i + chunk] @ train_f.T  # [b, N]
-        top_s, top_i = sim.topk(k, dim=1)  # [b, k]
-        weights = (top_s / temperature).exp()
-        votes = torch.zeros(sim.shape[0], num_classes, dtype=weights.dtype, device=weights.device)
-        votes.scatter_add_(1, train_y[top_i], weights)  # [b, C]
-        preds.append(votes.argmax(1))
+        preds.append(knn_vote(query_f[i : i + chunk] @ train_f.T, train_y, num_classes, k, temperature))
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+
+
+def knn_vote(sim: Tensor, train_y: Tensor, num_classes: int, k: int, temperature: float) -> Tensor:
+    """Similarities [b, N] to the training samples -> predicted classes [b]: the k nearest vote with weight
+    exp(s / T)."""
+    top_s, top_i = sim.topk(k, dim=1)  # [b, k]
+    weights = (top_s / temperature).exp()
+    votes = torch.zeros(sim.shape[0], num_classes, dtype=weights.dtype, device=weights.device)
+    votes.scatter_add_(1, train_y.to(sim.device)[top_i], weights)  # [b, C]
+    return votes.argmax(1)
 
 
 def knn_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, num_classes: int,

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from selfsup.evaluate.protocols import knn_vote
+
 C_GRID = (0.1, 1.0, 10.0, 100.0)  # TF-IDF + LR's inverse L2 strengths, chosen on validation
 
 
@@ -37,9 +39,7 @@ def sparse_knn_predict(train_f, train_y: Tensor, query_f, num_classes: int, k: i
     preds = []
     for i in range(0, query_f.shape[0], chunk):
         sim = torch.from_numpy(np.asarray((query_f[i : i + chunk] @ train_t).todense(), dtype=np.float32))
-        top_s, top_i = sim.topk(k, dim=1)
-        votes = torch.zeros(sim.shape[0], num_classes).scatter_add_(1, train_y[top_i], (top_s / temperature).exp())
-        preds.append(votes.argmax(1))
+        preds.append(knn_vote(sim, train_y, num_classes, k, temperature))
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 

@@ -130,6 +130,7 @@ def dino_loss(student_logits: Tensor, teacher_probs: Tensor, student_temp: float
 @METHODS.register("dino")
 class DINO(nn.Module):
     modality = "image"
+    collapse_advice = "lower the lr or raise method.teacher_temp"
     Params = DINOParams
     defaults = {"optimizer": "sgd", "lr": 1.0, "weight_decay": 1e-4,  # lr per 256 images
                 "cpu_batch_size": 64}  # on a CPU, many small steps: 256 buys ~60 steps in 2 minutes

@@ -81,6 +81,7 @@ class MoCoParams:
 @METHODS.register("moco")
 class MoCo(nn.Module):
     modality = "image"
+    collapse_advice = "lower the lr or raise method.temperature"
     Params = MoCoParams
     defaults = {"optimizer": "sgd", "lr": 0.5, "weight_decay": 1e-4}  # lr per 256 images
 

@@ -49,6 +49,7 @@ class SimCLRParams:
 @METHODS.register("simclr")
 class SimCLR(nn.Module):
     modality = "image"
+    collapse_advice = "lower the lr or raise method.temperature"
     Params = SimCLRParams
     defaults = {"optimizer": "sgd", "lr": 1.0, "weight_decay": 1e-6,  # lr per 256 images
                 "cpu_batch_size": 128}  # on a CPU, twice the steps of 256 in a budget learned more (validation)

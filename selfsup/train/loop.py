@@ -42,7 +42,7 @@ from selfsup.methods import build_method, eval_encoder_name, metric_floats
 from selfsup.precision import as_channels_last, autocast_dtype, channels_last_for, to_channels_last
 from selfsup.registry import METHODS
 from selfsup.train.log import RunLogger, write_cost
-from selfsup.train.monitor import collapse_stats, collapse_warning
+from selfsup.train.monitor import DEFAULT_ADVICE, collapse_stats, collapse_warning
 from selfsup.train.optim import build_optimizer, warmup_cosine
 
 CALIBRATION_STEPS = 3  # at least this many real steps are timed to size a duration budget (the first is a warm-up)
@@ -268,7 +268,8 @@ class Trainer:
         start = time.perf_counter()
         self._segment_start, self._segment_step = start, self.start_step
         last_ckpt_time, last_ckpt_step = start, self.start_step
-        window_t, window_n, warned = start, 0, 0
+        window_t, window_n, warned, first_stats = start, 0, 0, None
+        advice = getattr(self.method, "collapse_advice", DEFAULT_ADVICE)
         try:
             step, since = self.start_step, None
             while step < self.total:
@@ -286,8 +287,10 @@ class Trainer:
                     metrics = {"loss": float(loss), "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": rate,
                                **metric_floats(out.metrics)}  # fmt: skip
                     if out.embedding is not None:
-                        metrics.update(collapse_stats(out.embedding))
-                        warning = collapse_warning(metrics)
+                        stats = collapse_stats(out.embedding)
+                        metrics.update(stats)
+                        warning = collapse_warning(stats, first_stats, advice)
+                        first_stats = first_stats or stats
                         if warning and warned % 10 == 0:
                             logger.message(warning)
                         warned += bool(warning)

@@ -4,6 +4,11 @@
   for well spread features, -> 0 under complete collapse (Chen & He 2021, SimSiam sec. 4).
 - effective rank (Roy & Vetterli 2007): exp of the entropy of the normalized singular
   values; 1 means all embeddings lie on one line.
+
+A warning needs a value under its threshold that has also fallen below ``FALL`` times the run's first
+measurement: a text transformer's mean token state starts out nearly the same for every sample (at random
+init the position embeddings dominate the average) and spreads out as it learns, which is not a collapse.
+The advice is the method's own (``collapse_advice``: e.g. SimCLR's temperature), else "lower the lr".
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from torch import Tensor
 
 STD_WARN = 0.05  # MAE's mean-pooled patch tokens sit near 0.08 while healthy (effective rank ~17)
 RANK_WARN = 2.0
+FALL = 0.8  # ... and below this share of the first measurement
+DEFAULT_ADVICE = "lower the lr"
 
 
 @torch.no_grad()
@@ -26,8 +33,13 @@ def collapse_stats(h: Tensor) -> dict[str, float]:
     return {"emb_std": std, "emb_erank": erank}
 
 
-def collapse_warning(stats: dict[str, float]) -> str | None:
-    if stats["emb_std"] < STD_WARN or stats["emb_erank"] < RANK_WARN:
+def collapse_warning(stats: dict[str, float], first: dict[str, float] | None = None,
+                     advice: str = DEFAULT_ADVICE) -> str | None:  # fmt: skip
+    """A one-line warning when ``stats`` say collapse; ``first``: the run's first measurement (None: no history)."""
+    first = first or {}
+    low_std = stats["emb_std"] < STD_WARN and stats["emb_std"] < FALL * first.get("emb_std", float("inf"))
+    low_rank = stats["emb_erank"] < RANK_WARN and stats["emb_erank"] < FALL * first.get("emb_erank", float("inf"))
+    if low_std or low_rank:
         return (f"warning: the representation is collapsing (normalized std x sqrt(D) = {stats['emb_std']:.3f}, "
-                f"effective rank = {stats['emb_erank']:.2f}); lower the lr or raise the temperature")  # fmt: skip
+                f"effective rank = {stats['emb_erank']:.2f}); {advice}")  # fmt: skip
     return None

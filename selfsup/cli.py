@@ -59,7 +59,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="fashion-mnist", help="as for pretrain (default fashion-mnist)")
-    p.add_argument("--methods", default="all", help="comma-separated methods (default: every image method)")
+    p.add_argument("--methods", default="all",
+                   help="comma-separated methods (default: every method for the data's modality)")
     p.add_argument("--budget", default="5m", help="the same budget for each method: 90s, 5m, 500steps ...")
     p.add_argument("--out", help="the comparison folder (default runs/compare-<data>)")
     p.add_argument("--protocol", default="knn,linear", help="comma-separated: knn,linear,finetune")
@@ -75,6 +76,17 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--precision", help="auto | fp32 | bf16")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config field for every run")
+    _text_args(p)
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run folder written by `selfsup pretrain --method gpt`")
+    p.add_argument("--prompt", default="", help="the text to continue (default: none, start a new document)")
+    p.add_argument("--max-tokens", type=int, default=50, help="at most this many new tokens (default 50)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 is greedy (default 1.0)")
+    p.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens; 0: all (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="the sampling seed; sample i uses seed + i (default 0)")
+    p.add_argument("--num", type=int, default=1, help="how many samples (default 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pretrain_args(sub.add_parser("pretrain", help="pretrain an encoder with a pretext task"))
     _eval_args(sub.add_parser("eval", help="evaluate a run: kNN, linear probe, fine-tuning at label fractions"))
     _compare_args(sub.add_parser("compare", help="pretrain several methods on the same data and budget, rank them"))
+    _generate_args(sub.add_parser("generate", help="continue a prompt with a causal (gpt) run"))
     lst = sub.add_parser("list", help="what exists: methods, encoders, datasets, tasks, protocols")
     kinds = ["all", "methods", "encoders", "datasets", "tasks", "protocols"]
     lst.add_argument("what", nargs="?", default="all", choices=kinds)
@@ -91,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", parser_class=_Parser)
     get = data_sub.add_parser("get", help="locate or fetch, verify and cache a dataset (may use the network)")
     get.add_argument("name")
+    exp = sub.add_parser("export", help="export a run's encoder: hf (transformers from_pretrained) or safetensors")
+    exp.add_argument("run", help="a run folder written by `selfsup pretrain`")
+    exp.add_argument("out", help="the folder to write (new or empty, unless --force)")
+    exp.add_argument("--format", default="safetensors", help="hf | safetensors (default safetensors)")
+    exp.add_argument("--force", action="store_true", help="write into OUT even if it is not empty")
     return parser
 
 
@@ -150,9 +168,21 @@ def _cmd_compare(a) -> None:
     from selfsup.compare import SHARED_FLAGS, compare
 
     _kv(a.set)  # validate early
+    text_sets = [f"data.{k}={getattr(a, k)}" for k in TEXT_FIELDS if getattr(a, k) is not None]
     compare(data=a.data, methods=a.methods, budget=a.budget, out=a.out, protocol=a.protocol, labels=a.labels,
-            train_limit=a.train_limit, test_limit=a.test_limit, sets=a.set,
+            train_limit=a.train_limit, test_limit=a.test_limit, sets=[*text_sets, *a.set],
             **{k: getattr(a, k) for k in SHARED_FLAGS if k != "budget"})  # fmt: skip
+
+
+def _cmd_generate(a) -> None:
+    from selfsup import api
+
+    texts = api.generate(a.run, a.prompt, max_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k,
+                         seed=a.seed, num=a.num)  # fmt: skip
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            print(f"--- sample {i + 1} (seed {a.seed + i})")
+        print(text)
 
 
 def _cmd_list(a) -> None:
@@ -188,10 +218,16 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_compare(a)
         elif a.command == "list":
             _cmd_list(a)
+        elif a.command == "generate":
+            _cmd_generate(a)
         elif a.command == "data" and a.data_command == "get":
             from selfsup.data import fetch
 
             fetch(a.name)
+        elif a.command == "export":
+            from selfsup.export import export
+
+            export(a.run, a.out, a.format, a.force)
         else:
             build_parser().print_help()
             return 2

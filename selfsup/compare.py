@@ -110,9 +110,10 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
     ``shared`` takes the pretrain options every run shares: seed, batch_size, width, image_size,
     limit, device, precision, encoder. ``sets`` are ``KEY=VALUE`` config overrides for every run.
     """
+    from selfsup.data import data_modality
     from selfsup.evaluate import evaluate
 
-    names = _method_list(methods)
+    names = _method_list(methods, data_modality(data))
     protocols = [p.strip() for p in protocol.split(",")] if isinstance(protocol, str) else list(protocol)
     for p in protocols:
         PROTOCOLS.get(p)

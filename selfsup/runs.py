@@ -160,8 +160,13 @@ def build_run_encoder(run_dir: str | Path, seed: int = 0):
 
 def load_encoder(run_dir: str | Path, random_init: bool = False):
     """The run's trained encoder (a plain nn.Module, eval mode), rebuilt from ``encoder.json`` and the latest
-    checkpoint; ``random_init`` gives the same architecture at its seeded random initialization."""
+    checkpoint; ``random_init`` gives the same architecture at its seeded random initialization. A folder written
+    by ``selfsup export RUN --format safetensors OUT`` (``model.safetensors`` + ``encoder.json``) loads too."""
     run = Path(run_dir)
+    if not random_init and not (run / CONFIG).exists() and (run / "model.safetensors").is_file():
+        from selfsup.export import load_exported
+
+        return load_exported(run)
     cfg = load_config(run)
     encoder, info = build_run_encoder(run, cfg.train.seed)
     if not random_init:

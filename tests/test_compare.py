@@ -117,3 +117,17 @@ def test_compare_rejects_bad_input(capsys):
     assert "unknown method 'nope'" in capsys.readouterr().err
     assert main(["compare", "--data", "digits", "--methods", "simclr,simclr"]) == 2
     assert "twice" in capsys.readouterr().err
+
+
+def test_compare_defaults_to_the_methods_of_the_datas_modality(tmp_path):
+    from selfsup.compare import _method_list
+    from selfsup.data import data_modality
+    from selfsup.registry import METHODS
+
+    docs = tmp_path / "notes.txt"
+    docs.write_text("one document\nanother document\n", encoding="utf-8")
+    for data, kind in (("imdb", "tokens"), (str(docs), "tokens"), ("fashion-mnist", "image"), ("digits", "image")):
+        assert data_modality(data) == kind
+        names = _method_list(None, data_modality(data))
+        assert names and all(METHODS.get(n).modality == kind for n in names)
+    assert {"mlm", "gpt"} <= set(_method_list("all", "tokens")) and "simclr" not in _method_list(None, "tokens")

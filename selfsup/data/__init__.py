@@ -57,6 +57,18 @@ def load_dataset(name: str, image_size: int | None = None, limit: int | None = N
     return ds
 
 
+TEXT_SETS = ("imdb", "newsgroups")
+
+
+def data_modality(name) -> str:
+    """The kind of input a method takes for data ``name`` without loading it: "tokens" for text, else "image"."""
+    if not isinstance(name, str | os.PathLike):
+        return "tokens"  # a Hugging Face dataset object
+    if name in TEXT_SETS or (name not in DATASETS and is_text_path(name)):
+        return "tokens"
+    return "image"
+
+
 def load_configured(data, limit: int | None = None, log=print) -> Dataset:
     """``load_dataset`` with a run's ``DataConfig`` (name, image size, strictness and the text options)."""
     return load_dataset(data.name, data.image_size, limit, data.strict, log=log, text_field=data.text_field,

@@ -2,8 +2,8 @@
 
 import torch
 
-from selfsup.methods.moco import MoCo
 from selfsup.methods.mlm import MLM
+from selfsup.methods.moco import MoCo
 from selfsup.methods.simclr import SimCLR
 from selfsup.train.monitor import collapse_stats, collapse_warning
 

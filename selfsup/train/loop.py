@@ -42,7 +42,7 @@ from selfsup.methods import build_method, eval_encoder_name, metric_floats
 from selfsup.precision import as_channels_last, autocast_dtype, channels_last_for, to_channels_last
 from selfsup.registry import METHODS
 from selfsup.train.log import RunLogger, write_cost
-from selfsup.train.monitor import DEFAULT_ADVICE, collapse_stats, collapse_warning
+from selfsup.train.monitor import DEFAULT_ADVICE, collapse_stats, collapse_warning, recovered_message
 from selfsup.train.optim import build_optimizer, warmup_cosine
 
 CALIBRATION_STEPS = 3  # at least this many real steps are timed to size a duration budget (the first is a warm-up)
@@ -293,7 +293,9 @@ class Trainer:
                         first_stats = first_stats or stats
                         if warning and warned % 10 == 0:
                             logger.message(warning)
-                        warned += bool(warning)
+                        elif not warning and warned:  # it spread out again: say so, once
+                            logger.message(recovered_message(stats))
+                        warned = warned + 1 if warning else 0
                     logger.step(done, metrics, done - self.start_step, rate)
                     window_t, window_n = time.perf_counter(), 0
                 if replan_at is not None and done == replan_at // 2:

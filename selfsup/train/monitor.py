@@ -6,9 +6,11 @@
   values; 1 means all embeddings lie on one line.
 
 A warning needs a value under its threshold that has also fallen below ``FALL`` times the run's first
-measurement: a text transformer's mean token state starts out nearly the same for every sample (at random
-init the position embeddings dominate the average) and spreads out as it learns, which is not a collapse.
-The advice is the method's own (``collapse_advice``: e.g. SimCLR's temperature), else "lower the lr".
+measurement (an encoder whose features start out narrow and spread as it learns is not collapsing). The
+trainer says when a warned representation has spread out again: a masked LM's token states narrow for a
+few dozen steps early on, while it predicts every masked token from word frequencies alone, then spread
+as it learns context; a collapse that lasts does not recover. The advice is the method's own
+(``collapse_advice``: e.g. SimCLR's temperature), else "lower the lr".
 """
 
 from __future__ import annotations
@@ -43,3 +45,8 @@ def collapse_warning(stats: dict[str, float], first: dict[str, float] | None = N
         return (f"warning: the representation is collapsing (normalized std x sqrt(D) = {stats['emb_std']:.3f}, "
                 f"effective rank = {stats['emb_erank']:.2f}); {advice}")  # fmt: skip
     return None
+
+
+def recovered_message(stats: dict[str, float]) -> str:
+    return (f"the representation has spread out again (normalized std x sqrt(D) = {stats['emb_std']:.3f}, "
+            f"effective rank = {stats['emb_erank']:.2f}); the collapse warning above has passed")  # fmt: skip

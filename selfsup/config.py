@@ -318,6 +318,7 @@ def set_field(cfg: RunConfig, dotted: str, value: Any) -> None:
 # ----------------------------------------------------------------------------- resolution
 
 DEFAULT_BATCH = 256  # a method's batch unless its defaults name one (``batch_size``, or ``cpu_batch_size`` on a CPU)
+# likewise the lr per 256 samples: ``lr``, or ``cpu_lr`` on a CPU (where the encoder's default size is smaller)
 
 
 def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int = 1,
@@ -369,7 +370,8 @@ def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int =
         raise UserError(f"train.batch_size={t.batch_size} must divide evenly over {world_size} process(es) "
                         f"x {t.accumulate} accumulation step(s)")  # fmt: skip
     t.optimizer = t.optimizer or defaults["optimizer"]
-    t.lr = t.lr if t.lr is not None else defaults["lr"] * t.batch_size / 256
+    per_256 = defaults.get(f"{device_type}_lr", defaults["lr"])  # a method may name its own lr for a CPU's sizes
+    t.lr = t.lr if t.lr is not None else per_256 * t.batch_size / 256
     t.weight_decay = t.weight_decay if t.weight_decay is not None else defaults["weight_decay"]
     if t.sync_bn is None:
         t.sync_bn = bool(getattr(cls, "sync_bn", False)) and world_size > 1

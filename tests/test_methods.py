@@ -90,3 +90,18 @@ def test_unknown_method_and_encoder_params_are_errors():
     cfg.method.name, cfg.encoder.params = "mae", {"width": 16}
     with pytest.raises(UserError, match="'width'.*vit_tiny|vit_tiny.*'width'"):
         resolve(cfg, ds)
+
+
+@pytest.mark.parametrize("name", ["mlm", "nsp", "sop", "electra"])
+def test_text_methods_take_their_cpu_lr_on_a_cpu_and_the_per_256_rule_elsewhere(name):
+    cls = METHODS.get(name)
+    spec = SPECS["tokens"][0]
+    x, _ = random_samples(spec, 512, torch.Generator().manual_seed(0))
+    ds = Dataset("random", spec, Split(x.numpy()))
+    cfg = RunConfig()
+    cfg.method.name = name
+    cpu = resolve(cfg, ds, "cpu").train
+    assert cpu.batch_size == cls.defaults["cpu_batch_size"] == 32
+    assert cpu.lr == pytest.approx(cls.defaults["cpu_lr"] * 32 / 256) == pytest.approx(1e-3)  # docs/text-defaults.md
+    gpu = resolve(cfg, ds, "cuda").train
+    assert gpu.lr == pytest.approx(cls.defaults["lr"] * gpu.batch_size / 256)

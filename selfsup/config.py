@@ -127,6 +127,12 @@ class TrainConfig:
     steps: int | None = None  # total optimizer steps: from a step/epoch budget, or timed from a duration
 
 
+# Fine-tuning epochs and AdamW peak lr by input kind. Images: MAE's recipe scaled to small images. Text: 3 epochs
+# (BERT's 2-4) and lr 1e-3, chosen on validation over 3e-3 and 3e-4 for the tiny text transformer
+# (docs/text-defaults.md).
+FINETUNE_DEFAULTS = {"image": (10, 3e-3), "tokens": (3, 1e-3)}
+
+
 @dataclass
 class EvalConfig:
     task: str = "classify"  # what is predicted: classify (accuracy)
@@ -141,27 +147,34 @@ class EvalConfig:
     test_limit: int | None = None  # cap on the test split (None: all of it; for quick checks)
     seed: int = 0
     # finetune: encoder + linear head, AdamW, warm-up + cosine (MAE's recipe, scaled to small images)
-    finetune_epochs: int = 10  # passes over the labelled subset
+    finetune_epochs: int | None = None  # passes over the labelled subset; None: FINETUNE_DEFAULTS for the modality
     finetune_min_steps: int = 100  # at least this many steps, so 1% of the labels still trains
     finetune_max_steps: int | None = None  # cap on the steps (None: none; e.g. 1000 for 100% labels on a CPU)
     finetune_batch_size: int = 64
-    finetune_lr: float = 3e-3  # AdamW peak lr (short runs on small images; ViTs: ~5e-4 with layer decay 0.75)
+    finetune_lr: float | None = None  # AdamW peak lr; None: FINETUNE_DEFAULTS (ViTs: ~5e-4 with layer decay 0.75)
     finetune_weight_decay: float = 0.05
     finetune_layer_decay: float = 1.0  # layer-wise lr decay (BEiT/MAE: 0.75 for ViT-B); 1.0 = off
     plot: bool = False  # write label_efficiency.png, embedding.png and report.html into the run
     embedding_points: int = 2000  # test embeddings in the t-SNE picture (a seeded subset)
 
+    def for_modality(self, kind: str) -> EvalConfig:
+        """Fill the fine-tuning fields left open with the defaults of the run's input kind ("image", "tokens")."""
+        epochs, lr = FINETUNE_DEFAULTS.get(kind, FINETUNE_DEFAULTS["image"])
+        self.finetune_epochs = epochs if self.finetune_epochs is None else self.finetune_epochs
+        self.finetune_lr = lr if self.finetune_lr is None else self.finetune_lr
+        return self
+
     def validate(self) -> EvalConfig:
         positive = ("knn_k", "batch_size", "finetune_epochs", "finetune_batch_size", "embedding_points")
         for key in positive:
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"eval.{key}={getattr(self, key)} must be at least 1")
         for key in ("train_limit", "test_limit", "finetune_max_steps"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"eval.{key}={getattr(self, key)} must be at least 1 (or none for no cap)")
         if self.finetune_min_steps < 0:
             raise UserError(f"eval.finetune_min_steps={self.finetune_min_steps} must be 0 or more")
-        if self.knn_temperature <= 0 or self.finetune_lr <= 0:
+        if self.knn_temperature <= 0 or (self.finetune_lr is not None and self.finetune_lr <= 0):
             bad = "knn_temperature" if self.knn_temperature <= 0 else "finetune_lr"
             raise UserError(f"eval.{bad}={getattr(self, bad)} must be positive")
         if self.finetune_weight_decay < 0:

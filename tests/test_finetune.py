@@ -182,3 +182,13 @@ def test_eval_config_validation():
         cfg = EvalConfig(**{field: value})
         with pytest.raises(UserError, match=needle):
             cfg.validate()
+
+
+def test_finetune_defaults_follow_the_runs_input_kind_unless_set():
+    from selfsup.config import FINETUNE_DEFAULTS
+
+    image, text = EvalConfig().for_modality("image"), EvalConfig().for_modality("tokens")
+    assert (image.finetune_epochs, image.finetune_lr) == FINETUNE_DEFAULTS["image"] == (10, 3e-3)
+    assert (text.finetune_epochs, text.finetune_lr) == FINETUNE_DEFAULTS["tokens"] == (3, 1e-3)
+    mine = EvalConfig(finetune_epochs=5, finetune_lr=2e-4).for_modality("tokens")
+    assert (mine.finetune_epochs, mine.finetune_lr) == (5, 2e-4)

@@ -69,6 +69,7 @@ def _eval_config(run_path, protocol, labels, baselines, plot, task, overrides) -
         ev.task = task
     for key, value in overrides.items():
         set_field(cfg, f"eval.{key}", value)
+    ev.for_modality(read_encoder_json(run_path)["spec"].get("kind", "image"))
     t = TASKS.get(ev.task)
     for p in ev.protocols:
         PROTOCOLS.get(p)

@@ -288,6 +288,8 @@ def test_evaluation_does_not_import_train():
     root = Path(selfsup.__file__).parent
 
     def module_file(name):
+        if name == "selfsup":  # `from selfsup import runs`: the module is selfsup.runs, queued beside it
+            return None
         rel = Path(*name.split(".")[1:])
         for cand in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
             if cand.is_file():

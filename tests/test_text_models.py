@@ -9,7 +9,7 @@ from selfsup.encoders import build_encoder
 from selfsup.errors import UserError
 from selfsup.methods.gpt import GPT, GPTParams
 from selfsup.methods.mlm import MLM, MLMParams
-from selfsup.views.masking import corrupt_tokens, select_tokens
+from selfsup.views.masking import corrupt_tokens, select_tokens, word_starts
 
 SPECIALS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]
 BIDI = TokenSpec(300, 24, 0, cls_id=2, sep_id=3, mask_id=4, unk_id=1, special_ids=SPECIALS)
@@ -97,6 +97,38 @@ def test_span_masking_hides_runs_of_tokens():
     starts = chosen[:, 1:] & ~chosen[:, :-1]
     runs = chosen.sum().item() / max(1, starts.sum().item() + chosen[:, 0].sum().item())
     assert runs > 4  # mostly runs of ~6, not isolated tokens
+
+
+def test_whole_word_masking_hides_every_piece_of_a_chosen_word():
+    x, lengths = bert_rows(512, seed=12)
+    continues = torch.arange(300) >= 200  # ids 200.. are "##" pieces
+    starts = word_starts(x, continues, SPECIALS)
+    assert starts[:, 0].all() and starts[:, 1].all()  # [CLS] and whatever follows it open a word
+    chosen = select_tokens(x, 0.15, SPECIALS, lengths, gen(13), starts=starts)
+    ordinary = ~torch.isin(x, torch.tensor(SPECIALS)) & (torch.arange(x.shape[1])[None] < lengths[:, None])
+    assert not (chosen & ~ordinary).any()
+    assert abs((chosen.sum() / ordinary.sum()).item() - 0.15) < 0.015
+    piece = ordinary & ~starts  # a continuation inside a word: chosen exactly when the piece before it is
+    prev = F.pad(chosen[:, :-1], (1, 0))
+    assert torch.equal(chosen[piece], prev[piece])
+    assert (chosen & piece).sum() > 100  # many words of several pieces were hidden whole
+    plain = select_tokens(x, 0.15, SPECIALS, lengths, gen(13))
+    assert not torch.equal(plain[piece], F.pad(plain[:, :-1], (1, 0))[piece])  # token masking splits words
+
+
+def test_mlm_whole_word_needs_the_word_pieces():
+    enc = build_encoder("text_transformer", BIDI, {"size": "tiny"})
+    m = MLM(enc, MLMParams(whole_word=True), BIDI)
+    x, lengths = bert_rows(4, seed=14)
+    with pytest.raises(RuntimeError, match="set_word_pieces"):
+        m.views(x, gen(1), lengths)
+    with pytest.raises(UserError, match="tokenizer"):
+        m.set_word_pieces(torch.zeros(10, dtype=torch.bool))
+    m.set_word_pieces(torch.arange(300) >= 200)
+    inputs, chosen, ids, _ = m.views(x, gen(1), lengths)
+    assert chosen.any() and "continues" not in m.state_dict()  # the table comes from the tokenizer, not weights
+    with pytest.raises(UserError, match="whole_word"):
+        MLM(enc, MLMParams(whole_word=True, mask_span=3), BIDI)
 
 
 def test_mlm_loss_is_cross_entropy_at_the_chosen_positions_only():

@@ -26,6 +26,7 @@ from selfsup.data.tokens import (
     tokenizer_family,
     tokenizer_hash,
     train_tokenizer,
+    word_piece_table,
 )
 from selfsup.errors import UserError
 
@@ -332,3 +333,45 @@ def test_cache_hit_incomplete_cache_and_shared_ids(tmp_path, monkeypatch, wordpi
     assert len([p for p in (tmp_path / "tokens").iterdir() if p.name != "ids"]) == 4
     assert len(list((tmp_path / "tokens" / "ids").iterdir())) == 3
     assert not list(Path(tmp_path).rglob("*.tmp*"))
+
+
+def test_word_piece_table_marks_the_continuations(wordpiece, bpe):
+    table = word_piece_table(wordpiece)
+    vocab = wordpiece.get_vocab()
+    assert table.shape == (wordpiece.get_vocab_size(),) and table.any() and not table.all()
+    for token, i in vocab.items():
+        assert bool(table[i]) == token.startswith("##"), token
+    with pytest.raises(UserError, match="wordpiece"):
+        word_piece_table(bpe)
+
+
+def test_whole_word_mlm_run_masks_words_whole(tmp_path, cache_root):
+    """``--set method.whole_word=true`` end to end: the trainer hands the run's tokenizer to the method (its views
+    raise without it), and on that tokenizer's rows every "##" piece is hidden exactly when its word is."""
+    import torch
+    import torch.nn.functional as F
+
+    import selfsup
+    from selfsup.methods import build_method
+    from selfsup.runs import load_config
+
+    data = tmp_path / "corpus.txt"
+    data.write_text("\n".join(corpus(120, seed=3)))
+    run = selfsup.pretrain(data=str(data), method="mlm", out=str(tmp_path / "run"), budget="2steps", device="cpu",
+                           max_len=32, vocab_size=120, batch_size=8, encoder_params={"dim": 32, "depth": 1, "heads": 2},
+                           params={"whole_word": True}, log=lambda *a: None)  # fmt: skip
+    cfg = load_config(run.path)
+    assert cfg.method.params["whole_word"] is True
+    tok, family = load_tokenizer(Path(run.path) / "tokenizer.json")
+    method = build_method(cfg, token_spec(tok, family, 32))
+    method.set_word_pieces(word_piece_table(tok))
+    enc = [tok.encode(t) for t in corpus(64, seed=4)]
+    rows = [e.ids[:31] + [tok.token_to_id("[SEP]")] for e in enc]
+    lengths = torch.tensor([len(r) for r in rows])
+    x = torch.tensor([r + [0] * (32 - len(r)) for r in rows])
+    piece = torch.tensor([[t.startswith("##") for t in e.tokens[:31]] + [False] * (32 - min(31, len(e.tokens)))
+                          for e in enc])  # fmt: skip
+    assert piece.sum() > 200  # a small vocabulary: many words in several pieces
+    _, chosen, _, _ = method.views(x, torch.Generator().manual_seed(0), lengths)
+    assert torch.equal(chosen[piece], F.pad(chosen[:, :-1], (1, 0))[piece])
+    assert (chosen & piece).any()

@@ -97,6 +97,7 @@ class Dataset:
     train: Split
     test: Split | None = None
     classes: list[str] = field(default_factory=list)
+    tokenizer: Any = None  # token rows: the tokenizers.Tokenizer that made them
 
     @property
     def num_classes(self) -> int:

@@ -46,6 +46,7 @@ from itertools import chain
 from pathlib import Path
 
 import numpy as np
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from selfsup.data.base import Dataset, Split
@@ -66,7 +67,8 @@ LAYOUT_VERSION = 1  # part of the cache key: bump when a layout changes
 _FIX = "--tokenizer PATH must point at a tokenizer.json written by selfsup or Hugging Face tokenizers"
 
 __all__ = ["EOT", "FAMILIES", "WORDPIECE_SPECIALS", "check_tokenizer", "load_tokenizer", "save_tokenizer",
-           "token_spec", "tokenize_dataset", "tokenizer_family", "tokenizer_hash", "train_tokenizer"]  # fmt: skip
+           "token_spec", "tokenize_dataset", "tokenizer_family", "tokenizer_hash", "train_tokenizer",
+           "word_piece_table"]  # fmt: skip
 
 
 # --- training ---------------------------------------------------------------------------------------------
@@ -241,6 +243,16 @@ def check_tokenizer(spec_hash: str, tok: Tokenizer, path: str | Path | None = No
                         "pass the run's tokenizer.json")  # fmt: skip
 
 
+def word_piece_table(tok: Tokenizer) -> torch.Tensor:
+    """bool [V]: True for the ids that continue a word (WordPiece's ``##`` pieces), for whole-word masking."""
+    if tokenizer_family(tok) != "wordpiece":
+        raise UserError("whole-word masking needs a wordpiece tokenizer; drop --set method.whole_word")
+    table = torch.zeros(tok.get_vocab_size(with_added_tokens=True), dtype=torch.bool)
+    ids = [i for t, i in tok.get_vocab(with_added_tokens=True).items() if t.startswith("##") and len(t) > 2]
+    table[ids] = True
+    return table
+
+
 # --- token datasets -------------------------------------------------------------------------------------
 
 
@@ -266,9 +278,9 @@ def tokenize_dataset(ds: Dataset, tok: Tokenizer, spec: TokenSpec, purpose: str,
     arrays, meta = cached
     log(_summary(meta, spec, purpose))
     if purpose == "pretrain":
-        return Dataset(ds.name, spec, Split(arrays["train"][0], None, arrays["train"][1]), None, ds.classes)
+        return Dataset(ds.name, spec, Split(arrays["train"][0], None, arrays["train"][1]), None, ds.classes, tok)
     out = {name: Split(arrays[name][0], split.y, arrays[name][1], dict(split.groups)) for name, split in splits.items()}
-    return Dataset(ds.name, spec, out["train"], out.get("test"), ds.classes)
+    return Dataset(ds.name, spec, out["train"], out.get("test"), ds.classes, tokenizer=tok)
 
 
 def _summary(meta: dict, spec: TokenSpec, purpose: str) -> str:

@@ -79,6 +79,14 @@ class PairMethod(nn.Module):
             self._mlm.append(mlm)
             self.lm_head = mlm.head
 
+    @property
+    def wants_word_pieces(self) -> bool:
+        return bool(self._mlm) and self._mlm[0].wants_word_pieces
+
+    def set_word_pieces(self, continues: Tensor) -> None:
+        if self._mlm:
+            self._mlm[0].set_word_pieces(continues)
+
     def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
         """ids [B, T] -> (inputs [B, T], labels [B], chosen bool [B, T] or None, pair ids [B, T], lengths [B]):
         a new pairing, and a new mask, each time a row is seen."""

@@ -15,7 +15,8 @@ steps then linear decay, batch 256 x 512 tokens (128 for 90% of the steps), drop
 RoBERTa: lr 6e-4 at batch 8k, betas (0.9, 0.98). Local choices (measured in docs/, not here): AdamW
 with the library's warm-up + cosine schedule, no dropout (short runs do not overfit), and a larger lr
 per sample for small models and short budgets; ``mask_span`` > 1 masks runs of tokens (for overlapping
-k-mers, as DNABERT).
+k-mers, as DNABERT); ``whole_word`` masks every piece of a chosen word together (the whole-word masking of
+BERT's later release), so a word is never predicted from its own visible pieces.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from selfsup.encoders.base import masked_mean
 from selfsup.errors import UserError
 from selfsup.methods.base import Output
 from selfsup.registry import METHODS
-from selfsup.views.masking import corrupt_tokens, select_tokens
+from selfsup.views.masking import corrupt_tokens, select_tokens, word_starts
 
 
 @dataclass
@@ -39,6 +40,7 @@ class MLMParams:
     mask_token_p: float = 0.8  # of those, replaced by [MASK]
     random_token_p: float = 0.1  # of those, replaced by a random token (the rest keep theirs)
     mask_span: int = 1  # > 1: runs of tokens (overlapping k-mers)
+    whole_word: bool = False  # all word pieces of a chosen word together (BERT's whole-word masking)
 
 
 class LMHead(nn.Module):
@@ -85,14 +87,42 @@ class MLM(nn.Module):
         if not 0 < params.mask_prob < 1 or params.mask_token_p + params.random_token_p > 1 or params.mask_span < 1:
             raise UserError("method.mask_prob must be in (0, 1), mask_token_p + random_token_p at most 1 and "
                             "mask_span at least 1")  # fmt: skip
+        if params.whole_word and params.mask_span > 1:
+            raise UserError("method.whole_word and method.mask_span > 1 do not combine; set one of them")
         self.encoder, self.params, self.spec = encoder, params, spec
         self.head = LMHead(encoder, spec.vocab_size)
+        # which ids continue a word (WordPiece's "##x"), given by the tokenizer through set_word_pieces
+        self.register_buffer("continues", torch.zeros(spec.vocab_size, dtype=torch.bool), persistent=False)
+        self._pieces_set = False
+
+    @property
+    def wants_word_pieces(self) -> bool:
+        """True when the masking needs the tokenizer's word-piece table (``set_word_pieces``)."""
+        return bool(self.params.whole_word)
+
+    def set_word_pieces(self, continues: Tensor) -> None:
+        """bool [V]: True for the ids that continue a word (``selfsup.data.tokens.word_piece_table``)."""
+        if continues.shape != self.continues.shape:
+            raise UserError(f"the tokenizer has {continues.numel()} tokens but the run's spec {self.spec.vocab_size}; "
+                            "pass the run's tokenizer.json")  # fmt: skip
+        self.continues.copy_(continues.to(torch.bool))
+        self._pieces_set = True
+
+    def word_starts(self, ids: Tensor) -> Tensor | None:
+        """bool [B, T] where words begin (whole-word masking), else None."""
+        if not self.params.whole_word:
+            return None
+        if not self._pieces_set:
+            raise RuntimeError("whole-word masking needs the tokenizer's word pieces: call set_word_pieces first")
+        if self.continues.device != ids.device:  # a copy held outside a module tree (nsp / sop) follows the data
+            self.continues = self.continues.to(ids.device)
+        return word_starts(ids, self.continues, self.spec.special_ids)
 
     def views(self, x: Tensor, generator, lengths=None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """ids [B, T] -> (corrupted ids [B, T], chosen bool [B, T], original ids [B, T], lengths)."""
         ids = x.long()
         p, s = self.params, self.spec
-        chosen = select_tokens(ids, p.mask_prob, s.special_ids, lengths, generator, p.mask_span)
+        chosen = select_tokens(ids, p.mask_prob, s.special_ids, lengths, generator, p.mask_span, self.word_starts(ids))
         inputs = corrupt_tokens(ids, chosen, s.mask_id, s.vocab_size, s.special_ids, generator, p.mask_token_p,
                                 p.random_token_p)  # fmt: skip
         return inputs, chosen, ids, lengths

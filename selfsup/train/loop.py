@@ -42,7 +42,7 @@ from selfsup.methods import build_method, eval_encoder_name, metric_floats
 from selfsup.precision import as_channels_last, autocast_dtype, channels_last_for, to_channels_last
 from selfsup.registry import METHODS
 from selfsup.train.log import RunLogger, write_cost
-from selfsup.train.monitor import DEFAULT_ADVICE, collapse_stats, collapse_warning, recovered_message
+from selfsup.train.monitor import DEFAULT_ADVICE, CollapseWatch, collapse_stats
 from selfsup.train.optim import build_optimizer, warmup_cosine
 
 CALIBRATION_STEPS = 3  # at least this many real steps are timed to size a duration budget (the first is a warm-up)
@@ -268,8 +268,8 @@ class Trainer:
         start = time.perf_counter()
         self._segment_start, self._segment_step = start, self.start_step
         last_ckpt_time, last_ckpt_step = start, self.start_step
-        window_t, window_n, warned, first_stats = start, 0, 0, None
-        advice = getattr(self.method, "collapse_advice", DEFAULT_ADVICE)
+        window_t, window_n = start, 0
+        watch = CollapseWatch(getattr(self.method, "collapse_advice", DEFAULT_ADVICE))
         try:
             step, since = self.start_step, None
             while step < self.total:
@@ -289,13 +289,9 @@ class Trainer:
                     if out.embedding is not None:
                         stats = collapse_stats(out.embedding)
                         metrics.update(stats)
-                        warning = collapse_warning(stats, first_stats, advice)
-                        first_stats = first_stats or stats
-                        if warning and warned % 10 == 0:
-                            logger.message(warning)
-                        elif not warning and warned:  # it spread out again: say so, once
-                            logger.message(recovered_message(stats))
-                        warned = warned + 1 if warning else 0
+                        line = watch.observe(stats)
+                        if line:
+                            logger.message(line)
                     logger.step(done, metrics, done - self.start_step, rate)
                     window_t, window_n = time.perf_counter(), 0
                 if replan_at is not None and done == replan_at // 2:
@@ -425,4 +421,8 @@ def pretrain(cfg: RunConfig, resume: bool = False, log=print) -> Run:
             runs.truncate_metrics(run_dir, 0)
     torch.manual_seed(resolved.train.seed)
     method = build_method(resolved, ds.spec)
+    if getattr(method, "wants_word_pieces", False):  # whole-word masking reads the tokenizer's word pieces
+        from selfsup.data.tokens import word_piece_table
+
+        method.set_word_pieces(word_piece_table(ds.tokenizer))
     return Trainer(resolved, method, ds, device, resume=resume, log=log).fit()

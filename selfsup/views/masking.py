@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["block_side", "center_block_mask", "corrupt_tokens", "dilate_mask", "fill_masked", "random_block_mask",
-           "random_token_mask", "select_tokens", "visible_count"]  # fmt: skip
+           "random_token_mask", "select_tokens", "visible_count", "word_starts"]  # fmt: skip
 
 
 def visible_count(n: int, mask_ratio: float) -> int:
@@ -116,12 +116,25 @@ def dilate_mask(mask: Tensor, pixels: int) -> Tensor:
     return grown > 0
 
 
+def word_starts(ids: Tensor, continues: Tensor, special_ids) -> Tensor:
+    """Where each word begins, for whole-word masking: a token that is not a word-piece continuation (``##`` in
+    WordPiece), or one that follows a special token or the row's start (a window may open mid-word).
+
+    ids [B, T] (long), continues bool [V] -> bool [B, T]"""
+    special = torch.isin(ids, torch.as_tensor(list(special_ids), dtype=ids.dtype, device=ids.device))
+    after_special = F.pad(special[:, :-1], (1, 0), value=True)
+    return ~continues.to(ids.device)[ids] | after_special | special
+
+
 def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None = None,
-                  generator: torch.Generator | None = None, span: int = 1) -> Tensor:  # fmt: skip
+                  generator: torch.Generator | None = None, span: int = 1, starts: Tensor | None = None) -> Tensor:  # fmt: skip
     """Positions a masked-prediction objective predicts: each ordinary token (not special, not padding) with
     probability ``prob``, independently (BERT; RoBERTa's dynamic masking draws anew at every call). With
     ``span`` > 1, each drawn position starts a run of ``span`` tokens (k-mer tokens, whose neighbours would
     give the answer away); the start probability is ``prob / span`` so about ``prob`` of the tokens are hidden.
+    With ``starts`` (bool [B, T], ``word_starts``), whole words: each word is drawn once, with probability
+    ``prob``, and all its pieces are predicted together (BERT's whole-word masking), so about ``prob`` of the
+    tokens are hidden and a word is never half visible.
 
     ids [B, T] -> bool [B, T], True = predicted; at least one position in a batch that has an ordinary token."""
     B, T = ids.shape
@@ -130,6 +143,12 @@ def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None 
         eligible &= torch.arange(T, device=ids.device)[None] < lengths.to(ids.device)[:, None]
     u = torch.rand(B, T, generator=generator, device=ids.device)
     chosen = u < prob / span
+    if starts is not None:
+        if span > 1:
+            raise ValueError("whole-word masking and span masking do not combine; choose one")
+        pos = torch.arange(T, device=ids.device).expand(B, T)
+        first = torch.where(starts.to(ids.device), pos, torch.zeros_like(pos)).cummax(1).values  # [B, T]
+        chosen = chosen.gather(1, first)  # each piece takes the draw of its word's first piece
     if span > 1:
         starts = F.pad(chosen.float()[:, None], (span - 1, 0))  # [B, 1, T + span - 1]
         chosen = F.max_pool1d(starts, span, stride=1)[:, 0] > 0  # t is hidden if a run started in t-span+1 .. t

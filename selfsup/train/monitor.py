@@ -9,7 +9,8 @@ A warning needs a value under its threshold that has also fallen below ``FALL`` 
 measurement (an encoder whose features start out narrow and spread as it learns is not collapsing). The
 trainer says when a warned representation has spread out again: a masked LM's token states narrow for a
 few dozen steps early on, while it predicts every masked token from word frequencies alone, then spread
-as it learns context; a collapse that lasts does not recover. The advice is the method's own
+as it learns context; a collapse that lasts does not recover. The all-clear needs both values clear of
+their thresholds by ``RECOVER`` (hysteresis), and a warning is repeated only every tenth measurement. The advice is the method's own
 (``collapse_advice``: e.g. SimCLR's temperature), else "lower the lr".
 """
 
@@ -22,6 +23,7 @@ from torch import Tensor
 STD_WARN = 0.05  # MAE's mean-pooled patch tokens sit near 0.08 while healthy (effective rank ~17)
 RANK_WARN = 2.0
 FALL = 0.8  # ... and below this share of the first measurement
+RECOVER = 1.25  # a warned representation has recovered once both values are this far above their thresholds
 DEFAULT_ADVICE = "lower the lr"
 
 
@@ -47,6 +49,33 @@ def collapse_warning(stats: dict[str, float], first: dict[str, float] | None = N
     return None
 
 
+def has_recovered(stats: dict[str, float]) -> bool:
+    """Clear of both thresholds by a margin, so a value hovering at a threshold does not flicker between a
+    warning and its all-clear."""
+    return stats["emb_std"] >= RECOVER * STD_WARN and stats["emb_erank"] >= RECOVER * RANK_WARN
+
+
 def recovered_message(stats: dict[str, float]) -> str:
     return (f"the representation has spread out again (normalized std x sqrt(D) = {stats['emb_std']:.3f}, "
             f"effective rank = {stats['emb_erank']:.2f}); the collapse warning above has passed")  # fmt: skip
+
+
+class CollapseWatch:
+    """The trainer's collapse monitor over a run: ``observe(stats)`` -> the line to print, or None. Warns on the
+    first collapsing measurement and every tenth after while it lasts; once warned, says "spread out again"
+    only when ``has_recovered`` (clear of the thresholds by a margin), once."""
+
+    def __init__(self, advice: str = DEFAULT_ADVICE):
+        self.advice, self.first, self.warned = advice, None, 0
+
+    def observe(self, stats: dict[str, float]) -> str | None:
+        warning = collapse_warning(stats, self.first, self.advice)
+        self.first = self.first or stats
+        if self.warned and not warning and has_recovered(stats):
+            self.warned = 0
+            return recovered_message(stats)
+        if not (warning or self.warned):
+            return None
+        say = warning if warning and self.warned % 10 == 0 else None
+        self.warned += 1
+        return say

@@ -137,10 +137,36 @@ def _probe_seconds(sizes: list[int], queries: int, dims: list[int], num_outputs:
     return {"knn": knn, "linear": linear}
 
 
-def _estimate(encoders, splits, subsets, ev, device, num_outputs) -> dict[str, float]:
+def _tfidf_seconds(texts: dict, y_pool, sizes: list[int], queries: int, frozen: list[str], num_outputs: int) -> float:
+    """The TF-IDF baseline's cost, timed on (up to) 1,000 pool documents and scaled: the vectorizer per
+    document, logistic regression per training row and C, kNN per query and training row."""
+    from selfsup.evaluate.sparse import C_GRID, sparse_knn_predict
+
+    m = min(1000, len(texts["pool"]))
+    if m < 2:
+        return 0.0
+    t0 = time.perf_counter()
+    x = tfidf_features({"pool": texts["pool"][:m]})["pool"]
+    seconds = (time.perf_counter() - t0) / m * sum(len(v) for v in texts.values())
+    y = np.asarray(y_pool)[:m]
+    if "linear" in frozen and len(np.unique(y)) > 1:
+        from sklearn.linear_model import LogisticRegression
+
+        t0 = time.perf_counter()
+        LogisticRegression(C=max(C_GRID), max_iter=1000, tol=1e-4).fit(x, y)  # the slowest C of the grid
+        seconds += (time.perf_counter() - t0) / m * sum(sizes) * len(C_GRID)
+    if "knn" in frozen:
+        q = min(256, m)
+        t0 = time.perf_counter()
+        sparse_knn_predict(x, torch.as_tensor(y), x[:q], max(2, num_outputs))
+        seconds += (time.perf_counter() - t0) / (q * m) * queries * sum(sizes)
+    return seconds
+
+
+def _estimate(encoders, splits, subsets, ev, device, num_outputs, texts=None) -> dict[str, float]:
     """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
-    test samples, the probes timed on a slice of their problem, fine-tuning steps at three forward passes
-    per sample."""
+    test samples, the probes timed on a slice of their problem (text: the TF-IDF baseline timed on a slice of
+    the documents), fine-tuning steps at three forward passes per sample."""
     x = splits["test"].x[: min(ev.batch_size, len(splits["test"]))]  # one batch as extraction runs them
     enc = encoders["pretrained"]
     extract_features(enc, x, len(x), device)  # warm-up at the same shape (a new shape builds new kernels)
@@ -150,13 +176,16 @@ def _estimate(encoders, splits, subsets, ev, device, num_outputs) -> dict[str, f
     total = sum(len(s) for s in splits.values())
     sizes = [len(idx) for idx in subsets.values()]
     queries = len(splits["val"]) + len(splits["test"])
-    dims = [enc.dim] * len(encoders) + ([int(np.prod(splits["test"].x.shape[1:]))] if ev.baselines else [])
+    raw_dims = [int(np.prod(splits["test"].x.shape[1:]))] if ev.baselines and texts is None else []
+    dims = [enc.dim] * len(encoders) + raw_dims
     out = {}
     frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
     if frozen:
         out["features"] = per_sample * total * len(encoders)
         probes = _probe_seconds(sizes, queries, dims, num_outputs)
         out.update({p: probes[p] for p in ("knn", "linear") if p in frozen})
+        if texts is not None:
+            out["tf-idf"] = _tfidf_seconds(texts, splits["pool"].y, sizes, queries, frozen, num_outputs)
     tuned = len(encoders) if "finetune" in ev.protocols else (1 if ev.plot and ev.baselines else 0)
     if tuned:
         steps = [max(ev.finetune_min_steps, ev.finetune_epochs * -(-n // ev.finetune_batch_size)) for n in sizes]
@@ -274,7 +303,7 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     if ev.baselines:
         encoders["random_init"] = load_encoder(run_path, random_init=True)
     device = cfg.train.device
-    estimate = _estimate(encoders, splits, subsets, ev, device, num_outputs)
+    estimate = _estimate(encoders, splits, subsets, ev, device, num_outputs, texts)
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
     log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
     frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]

@@ -142,9 +142,11 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
                 raise UserError(f"pretraining {method} failed (exit {done.returncode}); see the messages above, "
                                 f"fix them and rerun the same compare command to continue")  # fmt: skip
         arch = _arch(run)
+        want_baselines = arch not in baselines_done
         rows = _scored(run, protocols, fractions, limits)
+        if rows is not None and want_baselines and not any(r["encoder"] == "random_init" for r in rows):
+            rows = None  # scored before without the baselines this architecture now needs
         if rows is None:
-            want_baselines = arch not in baselines_done
             log(f"[{i}/{len(names)}] {method}: scoring with {','.join(protocols)} ...")
             overrides = {k: v for k, v in limits.items() if v is not None}
             rows = evaluate(run, protocol=protocols, labels=fractions, baselines=want_baselines,

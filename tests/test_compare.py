@@ -131,3 +131,35 @@ def test_compare_defaults_to_the_methods_of_the_datas_modality(tmp_path):
         names = _method_list(None, data_modality(data))
         assert names and all(METHODS.get(n).modality == kind for n in names)
     assert {"mlm", "gpt"} <= set(_method_list("all", "tokens")) and "simclr" not in _method_list(None, "tokens")
+
+
+def test_text_compare_gives_causal_and_bidirectional_runs_their_own_random_init(tmp_path):
+    """gpt (causal, BPE) and mlm (bidirectional, WordPiece) are two networks: each needs its own random-init
+    baseline; a run scored earlier without the baseline its architecture now needs is scored again."""
+    import random
+
+    from selfsup.encoders import describe_encoder
+
+    rng = random.Random(0)
+    words = {"good": "great fine superb lovely".split(), "bad": "awful poor dull grim".split()}
+    fill = "the a film plot it was and so".split()
+    lines = ["text,label"]
+    for _ in range(160):
+        label = rng.choice(["good", "bad"])
+        lines.append(" ".join(rng.choice(words[label] + fill) for _ in range(12)) + f",{label}")
+    data = tmp_path / "reviews.csv"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "cmp"
+    args = ["compare", "--data", str(data), "--methods", "mlm,gpt", "--budget", "2steps", "--batch-size", "8",
+            "--device", "cpu", "--max-len", "16", "--vocab-size", "300", "--labels", "100%", "--protocol", "knn",
+            "--set", "encoder.dim=32", "--set", "encoder.depth=1", "--out", str(out)]  # fmt: skip
+    assert main(["compare", *args[1:4], "gpt", *args[5:]]) == 0  # gpt alone first: scored with its baseline
+    (out / "gpt" / "eval.json").write_text(json.dumps(  # as an older compare left it: no baseline rows
+        [r for r in json.loads((out / "gpt" / "eval.json").read_text()) if r["encoder"] == "pretrained"]))
+    assert main(args) == 0
+    board = json.loads((out / "compare.json").read_text())["leaderboard"]
+    baselines = {e["name"] for e in board if e["name"].startswith("random init")}
+    assert baselines == {f"random init ({describe_encoder('text_transformer', p)})"
+                         for p in ({"size": "tiny", "dim": 32, "depth": 1, "causal": False},
+                                   {"size": "tiny", "dim": 32, "depth": 1, "causal": True})}  # fmt: skip
+    assert sum(name.endswith(" causal)") for name in baselines) == 1

@@ -58,9 +58,17 @@ def build_encoder(name: str, spec, params=None) -> Encoder:
 
 
 def describe_encoder(name: str, params: dict) -> str:
-    """'resnet18 width 16', 'vit_tiny dim 96 depth 6 patch_size 4': the fields that say an encoder's size."""
+    """'resnet18 width 16', 'vit_tiny dim 96 depth 6 patch_size 4', 'text_transformer size tiny dim 128 depth 2
+    causal': the fields that say an encoder's size and kind (a True flag by its name alone, a False one not)."""
     shown = getattr(ENCODERS.get(name).Params, "SHOWN", ()) if name in ENCODERS else ()
-    return " ".join([name, *[f"{k} {params[k]}" for k in shown if params.get(k) is not None]])
+    words = [name]
+    for k in shown:
+        v = params.get(k)
+        if isinstance(v, bool):
+            words += [k] if v else []
+        elif v is not None:
+            words.append(f"{k} {v}")
+    return " ".join(words)
 
 
 def encoder_fields(name: str) -> set[str]:

@@ -54,7 +54,7 @@ class TextTransformerParams:
     causal: bool | None = None  # None: the spec's (the tokenizer family)
     pooling: str | None = None  # cls | mean | last; None: cls for bidirectional, last for causal
 
-    SHOWN = ("size", "dim", "depth")
+    SHOWN = ("size", "dim", "depth", "causal")  # a causal and a bidirectional network are two architectures
 
     def resolve(self, spec: TokenSpec, device_type: str, name: str = "text_transformer") -> TextTransformerParams:
         size = self.size or DEVICE_SIZE.get(device_type, "mini")

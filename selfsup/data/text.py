@@ -164,11 +164,14 @@ def _format(path: Path) -> str:
 
 
 def is_text_path(path: str | os.PathLike) -> bool:
-    """A file (any suffix: the text reader explains unsupported ones) or a folder holding .txt files and no
-    images (an image folder may hold a README.txt)."""
+    """A file (any suffix: the text reader explains unsupported ones), a missing path with a text suffix, or a
+    folder holding .txt files and no images (an image folder may hold a README.txt)."""
     p = Path(path).expanduser()
     if p.is_file():
         return True
+    if not p.exists():  # a missing file named as text: the text reader says it does not exist
+        name = p.name.lower().removesuffix(".gz")
+        return name.endswith(FORMATS)
     if not p.is_dir() or not _list_txt(p):
         return False
     return not any(f.lower().endswith(_IMAGE_SUFFIXES) for _, _, files in os.walk(p) for f in files)

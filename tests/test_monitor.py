@@ -31,7 +31,8 @@ def test_a_narrow_start_is_not_a_collapse_but_a_fall_is():
 def test_advice_is_the_methods_own():
     stats = {"emb_std": 0.001, "emb_erank": 1.0}
     assert collapse_warning(stats).endswith("lower the lr")
-    assert "temperature" not in collapse_warning(stats, advice=getattr(MLM, "collapse_advice", "lower the lr"))
+    mlm = collapse_warning(stats, advice=MLM.collapse_advice)
+    assert "temperature" not in mlm and "first few hundred steps" in mlm and mlm.endswith("lower the lr (--lr)")
     for cls in (SimCLR, MoCo):
         assert collapse_warning(stats, advice=cls.collapse_advice).endswith("raise method.temperature")
 
@@ -44,7 +45,7 @@ def test_a_value_hovering_at_the_threshold_warns_once_and_clears_once():
     watch = CollapseWatch()
     lines = [watch.observe({"emb_std": s, "emb_erank": 23.0}) for s in stds]
     said = [(i, line.split(" (")[0]) for i, line in enumerate(lines) if line]
-    assert said == [(10, "warning: the representation is collapsing"), (17, "the representation has spread out again")]
+    assert said == [(10, "warning: the representation is collapsing"), (17, "the representation is back above the collapse thresholds")]
 
 
 def test_a_lasting_collapse_is_repeated_every_tenth_measurement_and_never_cleared():

@@ -52,6 +52,7 @@ class PairMethod(nn.Module):
     tokenizer_family = "wordpiece"
     Params = PairParams
     defaults = dict(MLM.defaults)
+    collapse_advice = MLM.collapse_advice
     default_encoder = "text_transformer"
     mode = ""
 

@@ -77,6 +77,10 @@ class MLM(nn.Module):
     # lr per 256 sequences; on a CPU (tiny size, batch 32) 8e-3 per 256, i.e. 1e-3 at batch 32: docs/text-defaults.md
     defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "cpu_batch_size": 32, "cpu_lr": 8e-3}
     default_encoder = "text_transformer"
+    # a masked LM's mean token state narrows in its first hundred steps or so, while it predicts from word
+    # frequencies alone (docs/text-defaults.md), then spreads: the monitor's warning says so
+    collapse_advice = ("common in a masked LM's first few hundred steps, while it predicts from word frequencies; "
+                       "if it lasts, lower the lr (--lr)")
 
     def __init__(self, encoder: nn.Module, params: MLMParams, spec):
         super().__init__()

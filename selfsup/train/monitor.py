@@ -56,14 +56,15 @@ def has_recovered(stats: dict[str, float]) -> bool:
 
 
 def recovered_message(stats: dict[str, float]) -> str:
-    return (f"the representation has spread out again (normalized std x sqrt(D) = {stats['emb_std']:.3f}, "
-            f"effective rank = {stats['emb_erank']:.2f}); the collapse warning above has passed")  # fmt: skip
+    return (f"the representation is back above the collapse thresholds (normalized std x sqrt(D) = "
+            f"{stats['emb_std']:.3f}, effective rank = {stats['emb_erank']:.2f}); the collapse warning above has "
+            "passed")  # fmt: skip
 
 
 class CollapseWatch:
     """The trainer's collapse monitor over a run: ``observe(stats)`` -> the line to print, or None. Warns on the
-    first collapsing measurement and every tenth after while it lasts; once warned, says "spread out again"
-    only when ``has_recovered`` (clear of the thresholds by a margin), once."""
+    first collapsing measurement and every tenth after while it lasts; once warned, gives the all-clear only
+    when ``has_recovered`` (clear of the thresholds by a margin), once."""
 
     def __init__(self, advice: str = DEFAULT_ADVICE):
         self.advice, self.first, self.warned = advice, None, 0

@@ -146,6 +146,28 @@ def test_finetuning_learns_beyond_frozen_random_features(digits, one_thread):
     assert model.encoder is not enc and not model.training
 
 
+def test_probe_first_starts_from_the_linear_probe(digits, one_thread):
+    """LP-FT: with probe_first the head is the logistic regression of the frozen features (at PROBE_L2) before any
+    step: it predicts exactly as that probe does; a run that barely moves (lr 1e-12, one step) keeps most of it,
+    while the random head it replaces scores at chance."""
+    import copy
+
+    from selfsup.evaluate.finetune import PROBE_L2, _probe_head
+    from selfsup.evaluate.protocols import linear_probe
+
+    tr_x, tr_y, te_x, te_y = digits
+    enc = tiny_encoder()
+    train_f, test_f = extract_features(enc, tr_x, device="cpu"), extract_features(enc, te_x, device="cpu")
+    ref, _ = linear_probe(train_f, tr_y, {"test": (test_f, te_y)}, 10, weight_decays=(PROBE_L2,))
+    model = classifier(copy.deepcopy(enc))
+    _probe_head(model, torch.as_tensor(tr_x), tr_y, None, 10, 256)
+    assert abs(accuracy(model, te_x, te_y) - ref["test"]) < 0.01 and ref["test"] > 0.2, ref
+    still = dict(epochs=1, min_steps=1, max_steps=1, batch_size=32, lr=1e-12, seed=0, device="cpu")
+    lpft = accuracy(tune(enc, tr_x, tr_y, probe_first=True, **still), te_x, te_y)
+    plain = accuracy(tune(enc, tr_x, tr_y, **still), te_x, te_y)
+    assert lpft > plain + 0.1, (lpft, plain)
+
+
 def test_same_seed_same_result(digits, one_thread):
     tr_x, tr_y, te_x, te_y = digits
     enc = tiny_encoder()
@@ -188,7 +210,8 @@ def test_finetune_defaults_follow_the_runs_input_kind_unless_set():
     from selfsup.config import FINETUNE_DEFAULTS
 
     image, text = EvalConfig().for_modality("image"), EvalConfig().for_modality("tokens")
-    assert (image.finetune_epochs, image.finetune_lr) == FINETUNE_DEFAULTS["image"] == (10, 3e-3)
-    assert (text.finetune_epochs, text.finetune_lr) == FINETUNE_DEFAULTS["tokens"] == (3, 1e-3)
-    mine = EvalConfig(finetune_epochs=5, finetune_lr=2e-4).for_modality("tokens")
-    assert (mine.finetune_epochs, mine.finetune_lr) == (5, 2e-4)
+    fields = lambda ev: (ev.finetune_epochs, ev.finetune_lr, ev.finetune_probe_first)  # noqa: E731
+    assert fields(image) == FINETUNE_DEFAULTS["image"] == (10, 3e-3, False)
+    assert fields(text) == FINETUNE_DEFAULTS["tokens"] == (3, 1e-3, True)
+    mine = EvalConfig(finetune_epochs=5, finetune_lr=2e-4, finetune_probe_first=False).for_modality("tokens")
+    assert fields(mine) == (5, 2e-4, False)

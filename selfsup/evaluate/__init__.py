@@ -249,7 +249,8 @@ def _finetune_rows(task, encoders, pool, subsets, evals, num_outputs, spec, ev, 
 
     kw = dict(epochs=ev.finetune_epochs, lr=ev.finetune_lr, weight_decay=ev.finetune_weight_decay,
               layer_decay=ev.finetune_layer_decay, batch_size=ev.finetune_batch_size, min_steps=ev.finetune_min_steps,
-              max_steps=ev.finetune_max_steps, seed=ev.seed, device=device, log=log)  # fmt: skip
+              max_steps=ev.finetune_max_steps, seed=ev.seed, device=device, log=log,
+              probe_first=ev.finetune_probe_first)  # fmt: skip
     rows = []
     for frac, idx in subsets.items():
         for name, enc in encoders.items():

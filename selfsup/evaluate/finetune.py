@@ -8,6 +8,11 @@ horizontal flip) and optional layer-wise learning-rate
 decay (BEiT, Bao et al. 2022; MAE uses 0.75 for ViT-B, 0.65 for ViT-L/H). Run on a
 random-init encoder the same recipe is the supervised-from-scratch baseline.
 
+``probe_first`` is LP-FT (Kumar et al., ICLR 2022): the head starts from a logistic regression fit on the
+frozen encoder's features of the training subset (L2 ``PROBE_L2``, the standardization folded into the
+weights), so the first steps refine a working classifier instead of pushing a random head's gradients
+through the pretrained features.
+
 Layer ids for the decay come from parameter names: the input and embedding parameters
 (``input``, ``stem``, ``patch_embed``, ``cls_token``, ``pos_embed``) are layer 0, ResNet stage
 ``layers.{i}`` or transformer block ``blocks.{i}`` (at any depth of the name, e.g.
@@ -35,6 +40,7 @@ from selfsup.precision import as_channels_last, autocast, channels_last_for, to_
 from selfsup.schedule import warmup_cosine
 
 WARMUP = 0.1  # fraction of the fine-tuning steps spent in linear warm-up
+PROBE_L2 = 1e-3  # LP-FT's head: the L2 strength of its logistic regression (the middle of the linear probe's grid)
 _EMBEDDING = {"input", "stem", "patch_embed", "cls_token", "pos_embed", "dist_token", "mask_token", "embed"}
 _NO_DECAY = {"cls_token", "pos_embed", "dist_token", "mask_token"}
 _STACK = re.compile(r"(?:^|\.)(?:layers|blocks)\.(\d+)(?:\.|$)")
@@ -96,16 +102,42 @@ def _as_tensor(x) -> Tensor:
     return x if isinstance(x, Tensor) else torch.from_numpy(np.array(x))
 
 
+@torch.no_grad()
+def _probe_head(model: Classifier, x_all: Tensor, y_all: Tensor, len_all: Tensor | None, num_outputs: int,
+                batch_size: int) -> None:  # fmt: skip
+    """LP-FT's first stage: fit ``model.head`` (a Linear) by logistic regression on the frozen features."""
+    from selfsup.evaluate.protocols import _fit_logreg
+
+    model.eval()
+    feats = []
+    for i in range(0, x_all.shape[0], batch_size):
+        xb = x_all[i : i + batch_size]
+        with autocast(xb.device):
+            out = model.encoder(xb, lengths=len_all[i : i + batch_size]) if len_all is not None else model.encoder(xb)
+        feats.append(out.pooled.float().cpu())
+    f, y = torch.cat(feats), y_all.cpu().long()
+    mu = f.mean(0)
+    sd = f.std(0).clamp_min(1e-6) if len(f) > 1 else torch.ones_like(mu)
+    with torch.enable_grad():
+        w = _fit_logreg((f - mu) / sd, y, num_outputs, PROBE_L2, iters=100)  # [D + 1, C], bias last
+    weight = (w[:-1] / sd[:, None]).T  # [C, D]: the standardization folded in
+    bias = w[-1] - (mu[None] @ (w[:-1] / sd[:, None]))[0]
+    model.head.weight.copy_(weight.to(model.head.weight))
+    model.head.bias.copy_(bias.to(model.head.bias))
+    model.train()
+
+
 def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment: Callable | None = None, *,
              epochs: int = 10, lr: float = 3e-3, weight_decay: float = 0.05, layer_decay: float = 1.0,
              batch_size: int = 64, min_steps: int = 100, max_steps: int | None = None, seed: int = 0,
-             device: str = "auto", log=None, lengths=None) -> Classifier:  # fmt: skip
+             device: str = "auto", log=None, lengths=None, probe_first: bool = False) -> Classifier:  # fmt: skip
     """Fine-tune a deep copy of ``encoder`` with ``task``'s head and loss; ``encoder`` itself is left untouched.
 
     train_x: samples [N, ...] (array or tensor), ``lengths`` [N] for padded samples; train_y: targets [N];
     ``augment(x, generator)`` the
     modality's training augmentation. Steps: ``epochs`` passes over the N samples at ``batch_size``, at
     least ``min_steps`` (so a 1%-label subset still trains) and at most ``max_steps`` (None: no cap).
+    ``probe_first``: LP-FT, the head fit on the frozen features first (a linear head only).
     Returns the model in eval mode, on ``device``.
     """
     dev = local_device(device)
@@ -120,6 +152,8 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
         torch.manual_seed(seed)  # dropout / drop-path, if the encoder has them
         g_cpu = torch.Generator().manual_seed(seed)
         model = Classifier(copy.deepcopy(encoder), task.head(encoder.dim, num_outputs, g_cpu)).to(dev).train()
+        if probe_first and isinstance(model.head, nn.Linear):
+            _probe_head(model, x_all, y_all, len_all, num_outputs, max(bs, 256))
         channels_last = channels_last_for(model, dev)
         if channels_last:
             to_channels_last(model)

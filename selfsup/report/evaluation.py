@@ -57,7 +57,9 @@ def write_eval_report(run: Path, cfg, ds, rows: list[dict], encoder, test, test_
         settings["finetune"] = (f"AdamW lr {ev.finetune_lr:g}, weight decay {ev.finetune_weight_decay:g}, "
                                 f"layer decay {ev.finetune_layer_decay:g}, {ev.finetune_epochs} epochs of batch "
                                 f"{ev.finetune_batch_size}, at least {ev.finetune_min_steps} steps"
-                                + (f", at most {ev.finetune_max_steps}" if ev.finetune_max_steps else ""))  # fmt: skip
+                                + (f", at most {ev.finetune_max_steps}" if ev.finetune_max_steps else "")
+                                + (", the head fit on the frozen features first (LP-FT)" if ev.finetune_probe_first
+                                   else ""))  # fmt: skip
     sections = [("Run", [("kv", run_summary(cfg))])]
     cost_path = run / "cost.json"
     if cost_path.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -33,6 +34,13 @@ def init_from_env(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
+    atexit.register(shutdown)  # the group's threads torn down before the interpreter's (else: "terminate called")
+
+
+def shutdown() -> None:
+    """Leave the process group this process joined (a no-op when there is none); local, no collective."""
+    if is_dist():
+        dist.destroy_process_group()
 
 
 def local_device(requested: str) -> torch.device:

@@ -56,10 +56,12 @@ def test_duration_budget_works_for_every_method(method, tmp_path):
         small.update(encoder__dim=32, encoder__depth=2)
     lines = []
     run = selfsup.pretrain(out=tmp_path / "r", budget="1s", **small, log=lines.append)
-    steps = selfsup.build_config(run.path / "config.yaml").train.steps
+    train = selfsup.build_config(run.path / "config.yaml").train
+    steps = train.steps
     assert isinstance(steps, int) and steps >= 1
     warned = [line for line in lines if line.startswith("WARNING: the 1s budget buys only")]
-    assert bool(warned) == (steps < 50), lines  # a budget too short to learn much says so, with the fix
+    planned = train.first_plan or steps  # the warning judges the first plan (a re-plan may move it across 50)
+    assert bool(warned) == (planned < 50), lines  # a budget too short to learn much says so, with the fix
     assert not warned or "--budget" in warned[0]
     assert json.loads((run.path / "cost.json").read_text())["steps"] == steps
     assert torch.load(latest_checkpoint(run.path) / "trainer.pt", weights_only=True)["step"] == steps

@@ -278,7 +278,8 @@ def tokenize_dataset(ds: Dataset, tok: Tokenizer, spec: TokenSpec, purpose: str,
     arrays, meta = cached
     log(_summary(meta, spec, purpose))
     if purpose == "pretrain":
-        return Dataset(ds.name, spec, Split(arrays["train"][0], None, arrays["train"][1]), None, ds.classes, tok)
+        return Dataset(ds.name, spec, Split(arrays["train"][0], None, arrays["train"][1]), None, ds.classes,
+                       tokenizer=tok)
     out = {name: Split(arrays[name][0], split.y, arrays[name][1], dict(split.groups)) for name, split in splits.items()}
     return Dataset(ds.name, spec, out["train"], out.get("test"), ds.classes, tokenizer=tok)
 

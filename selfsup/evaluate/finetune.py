@@ -105,23 +105,12 @@ def _as_tensor(x) -> Tensor:
 @torch.no_grad()
 def _probe_head(model: Classifier, x_all: Tensor, y_all: Tensor, len_all: Tensor | None, num_outputs: int,
                 batch_size: int) -> None:  # fmt: skip
-    """LP-FT's first stage: fit ``model.head`` (a Linear) by logistic regression on the frozen features."""
-    from selfsup.evaluate.protocols import _fit_logreg
+    """LP-FT's first stage: ``model.head`` (a Linear) set to the linear probe's classifier on the frozen features."""
+    from selfsup.evaluate.features import extract_features
+    from selfsup.evaluate.protocols import linear_head
 
-    model.eval()
-    feats = []
-    for i in range(0, x_all.shape[0], batch_size):
-        xb = x_all[i : i + batch_size]
-        with autocast(xb.device):
-            out = model.encoder(xb, lengths=len_all[i : i + batch_size]) if len_all is not None else model.encoder(xb)
-        feats.append(out.pooled.float().cpu())
-    f, y = torch.cat(feats), y_all.cpu().long()
-    mu = f.mean(0)
-    sd = f.std(0).clamp_min(1e-6) if len(f) > 1 else torch.ones_like(mu)
-    with torch.enable_grad():
-        w = _fit_logreg((f - mu) / sd, y, num_outputs, PROBE_L2, iters=100)  # [D + 1, C], bias last
-    weight = (w[:-1] / sd[:, None]).T  # [C, D]: the standardization folded in
-    bias = w[-1] - (mu[None] @ (w[:-1] / sd[:, None]))[0]
+    feats = extract_features(model.encoder, x_all, batch_size, str(x_all.device), lengths=len_all)
+    weight, bias = linear_head(feats, y_all, num_outputs, PROBE_L2)
     model.head.weight.copy_(weight.to(model.head.weight))
     model.head.bias.copy_(bias.to(model.head.bias))
     model.train()

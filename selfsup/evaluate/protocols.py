@@ -104,6 +104,24 @@ def _predict(w: Tensor, x: Tensor) -> Tensor:
     return (torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1) @ w).argmax(1)
 
 
+def _standardizer(train_f: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and std [D] of the training features (std 1 for a single sample, at least 1e-6)."""
+    mu = train_f.mean(0)
+    return mu, (train_f.std(0).clamp_min(1e-6) if len(train_f) > 1 else torch.ones_like(mu))
+
+
+def linear_head(train_f: Tensor, train_y: Tensor, num_classes: int, wd: float, iters: int = 100
+                ) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """The linear probe's classifier at one L2 strength as a plain linear layer on the raw features: the
+    standardization folded into the weights. -> (weight [C, D], bias [C])."""
+    train_f = train_f.float().cpu()
+    mu, sd = _standardizer(train_f)
+    with torch.enable_grad():
+        w = _fit_logreg((train_f - mu) / sd, train_y.cpu().long(), num_classes, wd, iters)  # [D + 1, C], bias last
+    scaled = w[:-1] / sd[:, None]  # [D, C]
+    return scaled.T.contiguous(), w[-1] - mu @ scaled
+
+
 def linear_probe(train_f: Tensor, train_y: Tensor, eval_sets: dict[str, tuple[Tensor, Tensor]], num_classes: int,
                  weight_decays=WEIGHT_DECAYS, iters: int = 100, select_on: str = "val"
                  ) -> tuple[dict[str, float], float]:  # fmt: skip
@@ -117,8 +135,7 @@ def linear_probe(train_f: Tensor, train_y: Tensor, eval_sets: dict[str, tuple[Te
     """
     with torch.enable_grad():
         train_f, train_y = train_f.float().cpu(), train_y.cpu()
-        mu = train_f.mean(0)
-        sd = train_f.std(0).clamp_min(1e-6) if len(train_f) > 1 else torch.ones_like(mu)
+        mu, sd = _standardizer(train_f)
         norm = lambda f: (f.float().cpu() - mu) / sd  # noqa: E731
         train_f = norm(train_f)
         sets = {k: (norm(f), y.cpu()) for k, (f, y) in eval_sets.items()}
@@ -141,5 +158,5 @@ def linear_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Te
     return linear_probe(train_f, train_y, sets, num_classes, **kw)[0]["test"]
 
 
-__all__ = ["Protocol", "WEIGHT_DECAYS", "knn_accuracy", "knn_predict", "linear_accuracy", "linear_probe",
+__all__ = ["Protocol", "WEIGHT_DECAYS", "knn_accuracy", "knn_predict", "linear_accuracy", "linear_head", "linear_probe",
            "logreg_loss_grad"]

@@ -7,11 +7,12 @@
 
 A warning needs a value under its threshold that has also fallen below ``FALL`` times the run's first
 measurement (an encoder whose features start out narrow and spread as it learns is not collapsing). The
-trainer says when a warned representation has spread out again: a masked LM's token states narrow for a
-few dozen steps early on, while it predicts every masked token from word frequencies alone, then spread
-as it learns context; a collapse that lasts does not recover. The all-clear needs both values clear of
-their thresholds by ``RECOVER`` (hysteresis), and a warning is repeated only every tenth measurement. The advice is the method's own
-(``collapse_advice``: e.g. SimCLR's temperature), else "lower the lr".
+trainer (``CollapseWatch``) gives an all-clear when a warned representation is back above the thresholds:
+a masked LM's token states narrow for a few dozen steps early on, while it predicts every masked token from
+word frequencies alone, then spread as it learns context; a collapse that lasts does not recover. The
+all-clear needs both values clear of their thresholds by ``RECOVER`` (hysteresis), and a warning is
+repeated only every tenth measurement. The advice is the method's own (``collapse_advice``: e.g. SimCLR's
+temperature), else "lower the lr".
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ def word_starts(ids: Tensor, continues: Tensor, special_ids) -> Tensor:
 
     ids [B, T] (long), continues bool [V] -> bool [B, T]"""
     special = torch.isin(ids, torch.as_tensor(list(special_ids), dtype=ids.dtype, device=ids.device))
-    after_special = F.pad(special[:, :-1], (1, 0), value=True)
-    return ~continues.to(ids.device)[ids] | after_special | special
+    after_special = F.pad(special[:, :-1], (1, 0), value=True)  # (a special token is never a "##" piece)
+    return ~continues.to(ids.device)[ids] | after_special
 
 
 def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None = None,
@@ -150,8 +150,8 @@ def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None 
         first = torch.where(starts.to(ids.device), pos, torch.zeros_like(pos)).cummax(1).values  # [B, T]
         chosen = chosen.gather(1, first)  # each piece takes the draw of its word's first piece
     if span > 1:
-        starts = F.pad(chosen.float()[:, None], (span - 1, 0))  # [B, 1, T + span - 1]
-        chosen = F.max_pool1d(starts, span, stride=1)[:, 0] > 0  # t is hidden if a run started in t-span+1 .. t
+        runs = F.pad(chosen.float()[:, None], (span - 1, 0))  # [B, 1, T + span - 1]
+        chosen = F.max_pool1d(runs, span, stride=1)[:, 0] > 0  # t is hidden if a run started in t-span+1 .. t
     chosen &= eligible
     # a batch where nothing was drawn predicts its eligible token with the lowest draw (never an empty loss);
     # done without a branch, so without a host sync

@@ -6,7 +6,7 @@
 text runs add the run's ``tokenizer.json``.
 
 ``--format hf``: a folder that Hugging Face ``transformers`` loads with ``from_pretrained(OUT)``, by renaming
-weights only (``selfsup.export_hf``, where the mapping is written out).
+weights only (``selfsup.export.hf``, where the mapping is written out).
 
 transformers is optional (``pip install 'selfsup[hf]'``) and imported only by ``--format hf``.
 """
@@ -60,7 +60,7 @@ def export(run: str | Path, out: str | Path, format: str = "safetensors", force:
         if format == "safetensors":
             _write_safetensors(tmp, encoder, info, tokenizer, run)
         else:
-            from selfsup.export_hf import write_hf
+            from selfsup.export.hf import write_hf
 
             write_hf(tmp, encoder, info, tokenizer, ckpt, run)
         _move_into(tmp, out)

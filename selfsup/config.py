@@ -147,6 +147,8 @@ class EvalConfig:
     train_limit: int | None = None  # cap on the labelled training split, before validation is carved (None: all)
     test_limit: int | None = None  # cap on the test split (None: all of it; for quick checks)
     seed: int = 0
+    windows: int = 4  # text: a document longer than the context is read as up to this many windows of it (the
+    # features: their mean, weighted by tokens); 1 reads the first window only
     # finetune: encoder + linear head, AdamW, warm-up + cosine (MAE's recipe, scaled to small images)
     finetune_epochs: int | None = None  # passes over the labelled subset; None: FINETUNE_DEFAULTS for the modality
     finetune_min_steps: int = 100  # at least this many steps, so 1% of the labels still trains
@@ -169,7 +171,7 @@ class EvalConfig:
         return self
 
     def validate(self) -> EvalConfig:
-        positive = ("knn_k", "batch_size", "finetune_epochs", "finetune_batch_size", "embedding_points")
+        positive = ("knn_k", "batch_size", "finetune_epochs", "finetune_batch_size", "embedding_points", "windows")
         for key in positive:
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"eval.{key}={getattr(self, key)} must be at least 1")

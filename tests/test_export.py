@@ -108,7 +108,7 @@ def test_mlm_run_exports_as_megatron_bert(text_runs, tmp_path):
     run, out = text_runs["mlm"], tmp_path / "hf"
     assert main(["export", str(run), "--format", "hf", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["model_type"] == "megatron-bert" and cfg["selfsup"]["pooling"] == "cls"
+    assert cfg["model_type"] == "megatron-bert" and cfg["selfsup"]["pooling"] == "mean"
     assert "pooling" in (out / "README.md").read_text()
 
     mlm, info = AutoModelForMaskedLM.from_pretrained(out, output_loading_info=True)
@@ -133,7 +133,7 @@ def test_mlm_run_exports_as_megatron_bert(text_runs, tmp_path):
     close(h[valid], ours.tokens[valid], 1e-4)
     close(theirs.hidden_states[-1][valid], ours.tokens[valid], 1e-4)
     close(theirs.logits[valid], logits[valid], 1e-4)
-    close(h[:, 0], ours.pooled, 1e-4)  # pooling cls
+    close((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), ours.pooled, 1e-4)  # pooling mean
     readme = run_readme(out)
     ids = readme["batch"]["input_ids"]
     with torch.no_grad():

@@ -42,6 +42,33 @@ def test_a_sample_alone_and_in_a_padded_batch_has_the_same_features(spec, poolin
             assert torch.allclose(alone.tokens[0], batch.tokens[i, : lengths[i]], atol=1e-5), i
 
 
+@pytest.mark.parametrize("spec,pooling", [(BIDI, "cls"), (CAUSAL, "last")])
+def test_a_document_of_several_windows_pools_its_windows_by_their_tokens(spec, pooling):
+    """A row of K windows (every one full but the last, then padding) gives each window's features as if it were
+    alone, and pooled = the windows' pooled features averaged with their valid tokens as weights."""
+    torch.manual_seed(0)
+    enc = build_encoder("text_transformer", spec, {"size": "tiny", "pooling": pooling}).eval()
+    L, K = spec.max_len, 3
+    x, last = random_samples(spec, 12, gen(6))  # 4 documents of 3 windows each
+    x = x.view(4, K, L)
+    n_windows = torch.tensor([1, 2, 3, 3])
+    lengths = (n_windows - 1) * L + last.view(4, K)[torch.arange(4), n_windows - 1]
+    x[torch.arange(4)[:, None], torch.arange(K)[None]] *= (torch.arange(K)[None] < n_windows[:, None])[..., None]
+    with torch.no_grad():
+        out = enc(x.reshape(4, K * L), lengths=lengths)
+        for d in range(4):
+            per = [L] * (int(n_windows[d]) - 1) + [int(lengths[d]) - L * (int(n_windows[d]) - 1)]
+            alone = [enc(x[d, j : j + 1, : per[j]], lengths=torch.tensor([per[j]])) for j in range(len(per))]
+            want = sum(a.pooled * n for a, n in zip(alone, per)) / sum(per)
+            assert torch.allclose(out.pooled[d : d + 1], want, atol=1e-5), d
+            for j, a in enumerate(alone):
+                assert torch.allclose(out.tokens[d, j * L : j * L + per[j]], a.tokens[0], atol=1e-5), (d, j)
+        one = enc(x[:1, 0], lengths=lengths[:1])  # a one-window document reads as before
+        assert torch.allclose(out.pooled[:1], one.pooled, atol=1e-5)
+    with pytest.raises(ValueError, match="whole number of windows"):
+        enc(torch.zeros(1, L + 1, dtype=torch.long))
+
+
 def test_padding_content_never_reaches_the_features():
     enc = build_encoder("text_transformer", BIDI, {"size": "tiny", "pooling": "mean"}).eval()
     x, lengths = random_samples(BIDI, 4, gen(2))

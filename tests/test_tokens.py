@@ -261,28 +261,36 @@ def test_bpe_pretrain_packing(bpe):
         tokenize_dataset(text_dataset(docs[:2]), bpe, token_spec(bpe, "bpe", 4096), "pretrain", log=print)
 
 
-@pytest.mark.parametrize("family", ["wordpiece", "bpe"])
-def test_eval_layout_one_row_per_document(family, wordpiece, bpe):
+@pytest.mark.parametrize("family,windows", [("wordpiece", 1), ("bpe", 1), ("wordpiece", 3), ("bpe", 3)])
+def test_eval_layout_one_row_per_document(family, windows, wordpiece, bpe):
+    """One row per document: its text in consecutive windows of max_len, each window a sample of its own
+    ([CLS] w [SEP], causal: w eos), every window full but the last, up to ``windows`` of them."""
     tok = wordpiece if family == "wordpiece" else bpe
     max_len = 20
     train, test = corpus(40, seed=7) + [""], corpus(10, seed=8)
     ds = text_dataset(train, test)
     spec = token_spec(tok, family, max_len)
     lines = []
-    out = tokenize_dataset(ds, tok, spec, "eval", log=lines.append)
+    out = tokenize_dataset(ds, tok, spec, "eval", log=lines.append, windows=windows)
     cap = max_len - 2 if family == "wordpiece" else max_len - 1
-    cut = sum(len(ids(tok, d)) > cap for d in train + test)
-    assert 0 < cut < len(train) + len(test)
-    assert lines == [f"{cut} of {len(train) + len(test)} documents are longer than {max_len} tokens; "
-                     f"classification reads their first {max_len} (--max-len)"]  # fmt: skip
+    n_ids = [len(ids(tok, d)) for d in train + test]
+    long, cut = sum(n > cap for n in n_ids), sum(n > cap * windows for n in n_ids)
+    assert 0 < long < len(n_ids) and (windows == 1 or 0 < cut < long)
+    head = f"{long} of {len(n_ids)} documents are longer than the context of {max_len} tokens"
+    assert lines == [f"{head}; evaluation reads their first window (eval.windows=1)" if windows == 1 else
+                     f"{head} and are read as up to {windows} windows (eval.windows); {cut} are longer than that "
+                     "and cut"]  # fmt: skip
     for split, texts in ((out.train, train), (out.test, test)):
-        assert split.x.shape == (len(texts), max_len) and split.x.dtype == np.int32
+        assert split.x.shape == (len(texts), windows * max_len) and split.x.dtype == np.int32
         assert np.array_equal(split.y, np.arange(len(texts)) % 2)
         assert np.array_equal(split.groups["g"], np.arange(len(texts)) % 3)
         for row, n, text in zip(np.asarray(split.x), split.lengths, texts):
-            t = ids(tok, text)[:cap]
-            want = [spec.cls_id, *t, spec.sep_id] if family == "wordpiece" else [*t, spec.eos_id]
+            t = ids(tok, text)[: cap * windows]
+            pieces = [t[i : i + cap] for i in range(0, max(1, len(t)), cap)]
+            want = sum(([spec.cls_id, *p, spec.sep_id] if family == "wordpiece" else [*p, spec.eos_id]
+                        for p in pieces), [])  # fmt: skip
             assert n == len(want) and row[:n].tolist() == want and np.all(row[n:] == spec.pad_id)
+            assert all(len(w) == max_len for w in np.split(np.asarray(want), range(max_len, n, max_len))[:-1])
     assert out.classes == ds.classes and out.name == ds.name
 
 

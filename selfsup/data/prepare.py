@@ -63,8 +63,9 @@ def for_pretraining(ds, cfg, method_cls, run_dir: Path, device_type: str, resume
     return tokens.tokenize_dataset(ds, tok, spec, "pretrain", log=log)
 
 
-def for_evaluation(ds, run_dir: Path, spec, log=print):
-    """``ds`` as a run's encoder reads it: text tokenized with the run's tokenizer, one sample per document."""
+def for_evaluation(ds, run_dir: Path, spec, log=print, windows: int = 1):
+    """``ds`` as a run's encoder reads it: text tokenized with the run's tokenizer, one sample per document
+    (up to ``windows`` windows of the context each)."""
     if ds.spec.kind != "text":
         return ds
     from selfsup.data import tokens
@@ -74,7 +75,7 @@ def for_evaluation(ds, run_dir: Path, spec, log=print):
         raise UserError(f"{run_dir} has no {TOKENIZER_FILE}; evaluate text with a run pretrained on text")
     tok, _ = tokens.load_tokenizer(path)
     tokens.check_tokenizer(spec.tokenizer_hash, tok, path)
-    return tokens.tokenize_dataset(ds, tok, spec, "eval", log=log)
+    return tokens.tokenize_dataset(ds, tok, spec, "eval", log=log, windows=windows)
 
 
 __all__ = ["TOKENIZER_FILE", "for_evaluation", "for_pretraining", "max_len_for", "run_tokenizer"]

@@ -256,27 +256,33 @@ def word_piece_table(tok: Tokenizer) -> torch.Tensor:
 # --- token datasets -------------------------------------------------------------------------------------
 
 
-def tokenize_dataset(ds: Dataset, tok: Tokenizer, spec: TokenSpec, purpose: str, log=print) -> Dataset:
+def tokenize_dataset(ds: Dataset, tok: Tokenizer, spec: TokenSpec, purpose: str, log=print,
+                     windows: int = 1) -> Dataset:  # fmt: skip
     """A raw text dataset as token rows for ``purpose``: "pretrain" (train split only, no labels, documents
-    windowed or packed) or "eval" (train and test, one row per document, labels and groups kept). Rows are
-    memory-mapped from the cache; a second call with the same inputs does not tokenize again."""
+    windowed or packed) or "eval" (train and test, one row per document, labels and groups kept; a document
+    longer than the context is read as up to ``windows`` windows of ``spec.max_len`` tokens, one after the
+    other in its row: see ``_doc_windows``). Rows are memory-mapped from the cache; a second call with the
+    same inputs does not tokenize again."""
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, not {purpose!r}")
+    if windows < 1:
+        raise UserError(f"eval.windows={windows} must be at least 1 (1 reads each document's first window only)")
+    windows = windows if purpose == "eval" else 1
     check_tokenizer(spec.tokenizer_hash, tok)
     splits = {"train": ds.train} if purpose == "pretrain" or ds.test is None else {"train": ds.train, "test": ds.test}
     digest = hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()
     texts = {name: _texts_hash(split.x) for name, split in splits.items()}
-    folder = cache_dir() / "tokens" / _cache_key(digest, spec, purpose, texts)
-    cached = _load_cached(folder, splits, spec, purpose)
+    folder = cache_dir() / "tokens" / _cache_key(digest, spec, purpose, texts, windows)
+    cached = _load_cached(folder, splits, spec, purpose, windows)
     if cached is None:
         ids = {name: _ids(tok, digest, texts[name], split.x, f"{ds.name}'s {name} split")
                for name, split in splits.items()}  # fmt: skip
-        _build(folder, spec, purpose, ids, ds.name)
-        cached = _load_cached(folder, splits, spec, purpose)
+        _build(folder, spec, purpose, ids, ds.name, windows)
+        cached = _load_cached(folder, splits, spec, purpose, windows)
         if cached is None:  # pragma: no cover - only when the cache folder is not writable as a cache
             raise UserError(f"the token cache {folder} could not be read back; check SELFSUP_CACHE")
     arrays, meta = cached
-    log(_summary(meta, spec, purpose))
+    log(_summary(meta, spec, purpose, windows))
     if purpose == "pretrain":
         return Dataset(ds.name, spec, Split(arrays["train"][0], None, arrays["train"][1]), None, ds.classes,
                        tokenizer=tok)
@@ -284,10 +290,14 @@ def tokenize_dataset(ds: Dataset, tok: Tokenizer, spec: TokenSpec, purpose: str,
     return Dataset(ds.name, spec, out["train"], out.get("test"), ds.classes, tokenizer=tok)
 
 
-def _summary(meta: dict, spec: TokenSpec, purpose: str) -> str:
+def _summary(meta: dict, spec: TokenSpec, purpose: str, windows: int) -> str:
     if purpose == "eval":
-        return (f"{meta['cut']} of {meta['docs']} documents are longer than {spec.max_len} tokens; "
-                f"classification reads their first {spec.max_len} (--max-len)")  # fmt: skip
+        long = meta.get("long", meta["cut"])
+        if windows == 1:
+            return (f"{long} of {meta['docs']} documents are longer than the context of {spec.max_len} tokens; "
+                    f"evaluation reads their first window (eval.windows=1)")  # fmt: skip
+        return (f"{long} of {meta['docs']} documents are longer than the context of {spec.max_len} tokens and "
+                f"are read as up to {windows} windows (eval.windows); {meta['cut']} are longer than that and cut")
     return f"pretraining on {meta['rows']} rows of {spec.max_len} tokens from {meta['docs']} documents"
 
 
@@ -311,13 +321,13 @@ def _texts_hash(x) -> str:
     return h.hexdigest()
 
 
-def _cache_key(digest: str, spec: TokenSpec, purpose: str, texts: dict[str, str]) -> str:
+def _cache_key(digest: str, spec: TokenSpec, purpose: str, texts: dict[str, str], windows: int) -> str:
     parts = {"layout": LAYOUT_VERSION, "tokenizer": digest, "purpose": purpose, "max_len": spec.max_len,
-             "causal": spec.causal, "texts": texts}  # fmt: skip
+             "causal": spec.causal, "texts": texts, "windows": windows}  # fmt: skip
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _load_cached(folder: Path, splits: dict[str, Split], spec: TokenSpec, purpose: str):
+def _load_cached(folder: Path, splits: dict[str, Split], spec: TokenSpec, purpose: str, windows: int):
     """-> ({split: (x, lengths)}, meta) when ``folder`` holds a complete cache, else None."""
     try:
         meta = json.loads((folder / "done.json").read_text())
@@ -327,7 +337,7 @@ def _load_cached(folder: Path, splits: dict[str, Split], spec: TokenSpec, purpos
         return None
     for name, (x, lengths) in arrays.items():
         rows_ok = purpose == "pretrain" or len(x) == len(splits[name])
-        if x.ndim != 2 or x.shape[1] != spec.max_len or len(lengths) != len(x) or not rows_ok:
+        if x.ndim != 2 or x.shape[1] != spec.max_len * windows or len(lengths) != len(x) or not rows_ok:
             return None
     return arrays, meta
 
@@ -357,9 +367,9 @@ def _ids(tok: Tokenizer, digest: str, text_hash: str, texts, where: str) -> tupl
     return flat, lens
 
 
-def _build(folder: Path, spec: TokenSpec, purpose: str, ids: dict[str, tuple], name: str) -> dict:
+def _build(folder: Path, spec: TokenSpec, purpose: str, ids: dict[str, tuple], name: str, windows: int) -> dict:
     """Lay out every split's ids as rows into ``folder``; ``done.json`` (the counts for the log line) is last."""
-    meta = {"docs": 0, "cut": 0, "rows": 0}
+    meta = {"docs": 0, "cut": 0, "long": 0, "rows": 0}
     for split_name, (flat, lens) in ids.items():
         if purpose == "pretrain":
             x, lengths = _pack(flat, lens, spec) if spec.causal else _windows(flat, lens, spec)
@@ -367,7 +377,8 @@ def _build(folder: Path, spec: TokenSpec, purpose: str, ids: dict[str, tuple], n
                 raise UserError(f"{name}'s {len(lens)} documents make no pretraining row of {spec.max_len} tokens; "
                                 "add text or lower --max-len")  # fmt: skip
         else:
-            x, lengths, cut = _first_tokens(flat, lens, spec)
+            x, lengths, long, cut = _doc_windows(flat, lens, spec, windows)
+            meta["long"] += long
             meta["cut"] += cut
         meta["docs"] += len(lens)
         meta["rows"] += len(x)
@@ -442,11 +453,24 @@ def _pack(flat: np.ndarray, lens: np.ndarray, spec: TokenSpec) -> tuple[np.ndarr
     return x, np.full(rows, spec.max_len, dtype=np.int64)
 
 
-def _first_tokens(flat: np.ndarray, lens: np.ndarray, spec: TokenSpec) -> tuple[np.ndarray, np.ndarray, int]:
-    """Classification: one row per document, its first tokens: -> (x, lengths, documents cut)."""
-    cap = spec.max_len - 1 if spec.causal else spec.max_len - 2
-    starts = np.cumsum(lens) - lens
-    counts = np.minimum(lens, cap)
+def _doc_windows(flat: np.ndarray, lens: np.ndarray, spec: TokenSpec, windows: int
+                 ) -> tuple[np.ndarray, np.ndarray, int, int]:  # fmt: skip
+    """Evaluation: one row of ``windows * max_len`` tokens per document, its text cut into consecutive windows
+    laid out as samples of their own (``[CLS] w [SEP]``; causal: ``w eos``), every window full but the last,
+    then padding; ``lengths`` counts the valid tokens of the row, so window j holds ``clamp(length - j *
+    max_len, 0, max_len)`` of them (what ``TextTransformer`` reads). -> (x, lengths, documents longer than one
+    window, documents longer than ``windows`` windows and cut)."""
+    L = spec.max_len
+    cap = L - 1 if spec.causal else L - 2  # text tokens per window
+    k = np.clip((lens + cap - 1) // cap, 1, windows)  # windows per document (an empty one has one)
+    doc = np.repeat(np.arange(len(lens)), k)
+    j = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)  # window index within its document
+    starts = (np.cumsum(lens) - lens)[doc] + j * cap
+    counts = np.clip(lens[doc] - j * cap, 0, cap)
     first, last = (None, spec.eos_id) if spec.causal else (spec.cls_id, spec.sep_id)
-    x, lengths = _rows(flat, starts, counts, spec, first, last)
-    return x, lengths, int((lens > cap).sum())
+    rows, row_len = _rows(flat, starts, counts, spec, first, last)
+    x = np.full((len(lens), windows, L), spec.pad_id, dtype=np.int32)
+    x[doc, j] = rows
+    lengths = np.zeros(len(lens), dtype=np.int64)
+    np.add.at(lengths, doc, row_len)  # every window but the last is full (L)
+    return x.reshape(len(lens), windows * L), lengths, int((lens > cap).sum()), int((lens > cap * windows).sum())

@@ -19,8 +19,10 @@ features of 50,000 documents in minutes) and ``base`` on a GPU.
 
 Padding: ``lengths`` [B] masks padded keys in attention, and pooling reads valid tokens only, so a
 sample alone and the same sample in a padded batch have the same features. Pooling (``pooling``):
-``cls`` (the first token: ``[CLS]``) or ``mean`` for bidirectional models, ``last`` (the last valid
-token) or ``mean`` for causal ones, where only the last token has seen the whole sample.
+``mean`` (the default: masked LM trains every token's state and never the ``[CLS]`` one) or ``cls`` (the
+first token: ``[CLS]``, BERT's choice) for bidirectional models, ``last`` (the last valid token) or ``mean``
+for causal ones, where only the last token has seen the whole sample. A document longer than the context
+is read as consecutive windows whose pooled features are averaged (``forward``).
 
 Initialization as GPT-2 / BERT: embeddings and linears N(0, 0.02), zero biases, LayerNorm 1 / 0.
 ``lm_logits`` scores hidden states against the token embedding (tied input and output embeddings).
@@ -52,7 +54,7 @@ class TextTransformerParams:
     heads: int | None = None  # None: the size's, or dim // 64 (at least 1) for another dim
     mlp_ratio: float = 4.0
     causal: bool | None = None  # None: the spec's (the tokenizer family)
-    pooling: str | None = None  # cls | mean | last; None: cls for bidirectional, last for causal
+    pooling: str | None = None  # cls | mean | last; None: mean for bidirectional, last for causal
 
     SHOWN = ("size", "dim", "depth", "causal")  # a causal and a bidirectional network are two architectures
 
@@ -71,7 +73,7 @@ class TextTransformerParams:
             raise UserError(f"encoder.heads={heads} does not divide encoder.dim={dim}; "
                             f"pass --set encoder.heads=N with N a divisor of {dim}")  # fmt: skip
         causal = spec.causal if self.causal is None else bool(self.causal)
-        pooling = self.pooling or ("last" if causal else "cls")
+        pooling = self.pooling or ("last" if causal else "mean")
         if pooling not in POOLINGS:
             raise UserError(f"encoder.pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
         if causal and pooling == "cls":
@@ -122,12 +124,41 @@ class TextTransformer(Encoder):
         return h[torch.arange(h.shape[0], device=h.device), last.to(h.device).long()]  # [B, D]
 
     def forward(self, x: Tensor, mask: Tensor | None = None, lengths: Tensor | None = None) -> Features:
-        """x: token ids [B, T] (T <= max_len), padded after ``lengths`` [B]; ``mask`` is not taken (masked LM
-        replaces tokens in its views) -> Features(tokens [B, T, D], pooled [B, D], lengths)."""
+        """x: token ids [B, T], padded after ``lengths`` [B]; ``mask`` is not taken (masked LM replaces tokens in
+        its views) -> Features(tokens [B, T, D], pooled [B, D], lengths).
+
+        T <= max_len is one window. A longer T (a multiple of max_len) is a document read as consecutive
+        windows of max_len tokens, each laid out as a sample of its own (``[CLS] ... [SEP]``; causal: ``...
+        eos``), every window full but the last: each window is encoded alone and ``pooled`` is the mean of
+        the windows' pooled features weighted by their valid tokens (``selfsup.data.tokens`` lays evaluation
+        rows out so)."""
         if mask is not None:
             raise ValueError("the text transformer takes token ids; masking is done on the ids (views)")
+        if x.shape[1] > self.max_len:
+            return self._windows(x, lengths)
         h = self.hidden(x, lengths)
         return Features(tokens=h, pooled=self.pool(h, lengths), lengths=lengths)
+
+    def _windows(self, x: Tensor, lengths: Tensor | None) -> Features:
+        B, T = x.shape
+        L = self.max_len
+        if T % L:
+            raise ValueError(f"{T} tokens are neither one window of at most {L} nor a whole number of windows")
+        K = T // L
+        total = torch.full((B,), T, device=x.device) if lengths is None else lengths.to(x.device)
+        per = (total[:, None] - L * torch.arange(K, device=x.device)[None]).clamp(0, L)  # [B, K] valid per window
+        keep = (per > 0).flatten()
+        keep[::K] = True  # an empty document still has its first window
+        lw = per.flatten()[keep]
+        h = self.hidden(x.reshape(B * K, L)[keep], lw)
+        f = self.pool(h, lw)  # [W, D]
+        w = lw.to(f.dtype).clamp_min(1)[:, None]
+        doc = torch.arange(B, device=x.device).repeat_interleave(K)[keep]
+        pooled = torch.zeros(B, f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, doc, f * w)
+        pooled = pooled / torch.zeros(B, 1, dtype=f.dtype, device=f.device).index_add_(0, doc, w)
+        tokens = h.new_zeros(B * K, L, h.shape[-1])
+        tokens[keep] = h
+        return Features(tokens=tokens.reshape(B, T, -1), pooled=pooled, lengths=lengths)
 
     def lm_logits(self, h: Tensor) -> Tensor:
         """Hidden states [..., D] -> logits over the vocabulary [..., V] with the tied token embedding."""

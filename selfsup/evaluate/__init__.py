@@ -280,7 +280,7 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     cfg, ev = _eval_config(run_path, protocol, labels, baselines, plot, task, overrides)
     t = TASKS.get(ev.task)()
     raw = load_configured(cfg.data, log=log)
-    ds = prepare.for_evaluation(raw, run_path, spec_from_dict(read_encoder_json(run_path)["spec"]), log)
+    ds = prepare.for_evaluation(raw, run_path, spec_from_dict(read_encoder_json(run_path)["spec"]), log, ev.windows)
     t.check(ds, cfg.data.name)
     num_outputs = t.num_outputs(ds)
     labelled = ds.train if ev.train_limit is None else ds.train.head(ev.train_limit)

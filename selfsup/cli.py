@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", parser_class=_Parser)
     get = data_sub.add_parser("get", help="locate or fetch, verify and cache a dataset (may use the network)")
     get.add_argument("name")
+    get.add_argument("--size", help="synth-speech: small (minutes of audio, for tests) or default (about 4.7 hours)")
     exp = sub.add_parser("export", help="export a run's encoder: hf (transformers from_pretrained) or safetensors")
     exp.add_argument("run", help="a run folder written by `selfsup pretrain`")
     exp.add_argument("out", help="the folder to write (new or empty, unless --force)")
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "data" and a.data_command == "get":
             from selfsup.data import fetch
 
-            fetch(a.name)
+            fetch(a.name, size=a.size)
         elif a.command == "export":
             from selfsup.export import export
 

@@ -10,7 +10,7 @@ import torch
 import selfsup.methods  # noqa: F401  (registers)
 from selfsup.config import RunConfig, resolve
 from selfsup.data import Dataset, Split
-from selfsup.data.spec import ImageSpec, TokenSpec, random_samples
+from selfsup.data.spec import AudioSpec, ImageSpec, TokenSpec, random_samples
 from selfsup.errors import UserError
 from selfsup.methods import build_method
 from selfsup.registry import ENCODERS, METHODS
@@ -18,10 +18,12 @@ from selfsup.registry import ENCODERS, METHODS
 # Small specs per modality, and a small size per encoder so every pair trains in well under a second.
 SPECS = {"image": [ImageSpec(1, 16, (0.4,), (0.3,)), ImageSpec(3, 16, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))],
          "tokens": [TokenSpec(64, 12, 0, cls_id=2, sep_id=3, mask_id=4, unk_id=1, special_ids=(0, 1, 2, 3, 4)),
-                    TokenSpec(64, 12, 0, bos_id=0, eos_id=0, special_ids=(0,), causal=True)]}  # fmt: skip
+                    TokenSpec(64, 12, 0, bos_id=0, eos_id=0, special_ids=(0,), causal=True)],
+         "audio": [AudioSpec()]}  # fmt: skip
 TINY = {"resnet18": {"width": 8}, "resnet50": {"width": 4},
         "vit_tiny": {"dim": 32, "depth": 2, "heads": 2}, "vit_small": {"dim": 32, "depth": 1, "heads": 4},
-        "text_transformer": {"dim": 32, "depth": 1, "heads": 2}}  # fmt: skip
+        "text_transformer": {"dim": 32, "depth": 1, "heads": 2},
+        "speech_transformer": {"dim": 32, "depth": 1, "heads": 2, "conv_channels": 8}}  # fmt: skip
 INCOMPATIBLE = {("mae", "resnet18"), ("mae", "resnet50")}  # MAE drops masked patches: it needs a ViT
 
 PAIRS = [(m, e, i) for m, cls in METHODS.items() for e, b in ENCODERS.items() if b.spec_kind == cls.modality

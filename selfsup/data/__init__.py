@@ -1,4 +1,4 @@
-"""Datasets: named ones from the registry, a user's folder of images, or a user's text files.
+"""Datasets: named ones from the registry, a user's folder of images or audio, or a user's text files.
 
 ``load_dataset`` returns a :class:`Dataset` (splits, labels, lengths, groups and a spec);
 ``raw_features`` is each modality's raw-input baseline for the probes.
@@ -13,25 +13,30 @@ import numpy as np
 import torch
 
 from selfsup.data import named as _named  # noqa: F401  (registers the named datasets)
+from selfsup.data import named_speech as _named_speech  # registers synth-speech, klettres
 from selfsup.data import named_text as _named_text  # registers imdb, newsgroups
+from selfsup.data.audio import Waveforms, is_audio_path, load_audio_folder
 from selfsup.data.base import Dataset, SequenceLabels, Split
 from selfsup.data.image import image_spec, raw_image_features
-from selfsup.data.spec import ImageSpec, TextSpec, spec_from_dict, spec_to_dict
+from selfsup.data.named_speech import synth_speech_splits
+from selfsup.data.spec import AudioSpec, ImageSpec, TextSpec, spec_from_dict, spec_to_dict
 from selfsup.data.splits import balanced_subset, stratified_holdout, validation_split
 from selfsup.data.text import is_text_path, load_text_dataset, text_dataset_from_hf, text_dataset_from_texts
 from selfsup.errors import UserError
 from selfsup.registry import DATASETS
 
 FETCHERS = {"fashion-mnist": _named.fetch_fashion_mnist, "imdb": _named_text.fetch_imdb,
-            "newsgroups": _named_text.fetch_newsgroups}  # fmt: skip
+            "newsgroups": _named_text.fetch_newsgroups, "synth-speech": _named_speech.fetch_synth_speech,
+            "klettres": _named_speech.fetch_klettres}  # fmt: skip
 
 
 def load_dataset(name: str, image_size: int | None = None, limit: int | None = None, strict: bool = False,
                  log=print, text_field: str = "text", label_field: str | None = "label",
                  blank_line_docs: bool = False) -> Dataset:  # fmt: skip
-    """A registered name (``fashion-mnist``, ``digits``, ``imdb``, ``newsgroups``), a path to a folder of images,
-    a text file (.txt/.jsonl/.csv/.tsv, optionally .gz) or folder of .txt files, or a Hugging Face dataset
-    object (``selfsup.data.text``; ``text_field``, ``label_field``, ``blank_line_docs`` apply to text).
+    """A registered name (``fashion-mnist``, ``digits``, ``imdb``, ``newsgroups``, ``synth-speech``, ``klettres``),
+    a path to a folder of images or of audio files (``selfsup.data.audio``), a text file (.txt/.jsonl/.csv/.tsv,
+    optionally .gz) or folder of .txt files, or a Hugging Face dataset object (``selfsup.data.text``;
+    ``text_field``, ``label_field``, ``blank_line_docs`` apply to text).
 
     ``limit`` keeps the first N training samples (the spec's statistics are those of the kept ones)."""
     text_args = {"text_field": text_field, "label_field": label_field, "strict": strict, "log": log}
@@ -39,6 +44,8 @@ def load_dataset(name: str, image_size: int | None = None, limit: int | None = N
         ds = load_text_dataset(name, **text_args)
     elif name in DATASETS:
         ds = DATASETS.get(name)(image_size=image_size)
+    elif is_audio_path(name):
+        ds = load_audio_folder(name, strict=strict, log=log)
     elif is_text_path(name):
         ds = load_text_dataset(name, blank_line_docs=blank_line_docs, **text_args)
     elif Path(name).expanduser().exists() or "/" in name or name.startswith("."):
@@ -51,19 +58,26 @@ def load_dataset(name: str, image_size: int | None = None, limit: int | None = N
         if limit < 1:
             raise UserError(f"data.limit={limit} must be at least 1")
         ds.train = ds.train.head(limit)
-        ds.spec = TextSpec(ds.spec.source, len(ds.train)) if isinstance(ds.spec, TextSpec) else image_spec(ds.train.x)
+        if isinstance(ds.spec, TextSpec):
+            ds.spec = TextSpec(ds.spec.source, len(ds.train))
+        elif isinstance(ds.spec, ImageSpec):
+            ds.spec = image_spec(ds.train.x)
     if len(ds) == 0:
         raise UserError(f"dataset {name!r} is empty; point --data at a folder with images")
     return ds
 
 
 TEXT_SETS = ("imdb", "newsgroups")
+SPEECH_SETS = ("synth-speech", "klettres")
 
 
 def data_modality(name) -> str:
-    """The kind of input a method takes for data ``name`` without loading it: "tokens" for text, else "image"."""
+    """The kind of input a method takes for data ``name`` without loading it: "tokens" for text, "audio" for
+    speech, else "image"."""
     if not isinstance(name, str | os.PathLike):
         return "tokens"  # a Hugging Face dataset object
+    if name in SPEECH_SETS or (name not in DATASETS and is_audio_path(name)):
+        return "audio"
     if name in TEXT_SETS or (name not in DATASETS and is_text_path(name)):
         return "tokens"
     return "image"
@@ -82,9 +96,14 @@ def raw_features(spec, x, lengths: np.ndarray | None = None) -> torch.Tensor:
     raise NotImplementedError(f"no raw-input baseline for {spec.kind} data yet")
 
 
-def fetch(name: str, log=print) -> None:
-    """``selfsup data get NAME``: the one command allowed to reach the network."""
-    if name in FETCHERS:
+def fetch(name: str, log=print, size: str | None = None) -> None:
+    """``selfsup data get NAME``: the one command allowed to reach the network. ``size``: synth-speech only
+    (``default`` or ``small``)."""
+    if size is not None and name != "synth-speech":
+        raise UserError(f"--size applies to synth-speech only, not {name}")
+    if name == "synth-speech":
+        _named_speech.fetch_synth_speech(log=log, size=size or "default")
+    elif name in FETCHERS:
         FETCHERS[name](log=log)
     else:
         ds = load_dataset(name, log=log)
@@ -92,7 +111,7 @@ def fetch(name: str, log=print) -> None:
         log(f"{name}: {len(ds)} train samples cached{test}")
 
 
-__all__ = ["Dataset", "ImageSpec", "SequenceLabels", "Split", "TextSpec", "balanced_subset", "fetch",
-           "image_spec", "load_configured", "load_dataset", "load_text_dataset", "raw_features",
-           "spec_from_dict", "spec_to_dict", "stratified_holdout", "text_dataset_from_hf",
-           "text_dataset_from_texts", "validation_split"]  # fmt: skip
+__all__ = ["AudioSpec", "Dataset", "ImageSpec", "SequenceLabels", "Split", "TextSpec", "Waveforms", "balanced_subset",
+           "fetch", "image_spec", "load_audio_folder", "load_configured", "load_dataset", "load_text_dataset",
+           "raw_features", "spec_from_dict", "spec_to_dict", "stratified_holdout", "synth_speech_splits",
+           "text_dataset_from_hf", "text_dataset_from_texts", "validation_split"]  # fmt: skip

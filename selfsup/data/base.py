@@ -1,7 +1,7 @@
 """The dataset contract every modality follows: splits of samples, labels, lengths, groups and a spec.
 
-A sample's array type belongs to its modality (uint8 images ``[N, C, H, W]`` now; token ids and
-waveforms with the next modalities). Labels live beside the samples, never inside them, so
+A sample's array type belongs to its modality (uint8 images ``[N, C, H, W]``, token ids, and ragged int16
+waveforms in ``audio.Waveforms``). Labels live beside the samples, never inside them, so
 pretraining cannot see them. Nothing outside ``data/`` and ``views/`` looks at what a sample is:
 the rest of the library uses ``len``, ``take``, ``head``, ``y``, ``lengths``, ``groups`` and the spec.
 """
@@ -75,7 +75,9 @@ class Split:
     def take(self, idx) -> Split:
         """The samples at ``idx`` (an index array), loaded into memory, in that order."""
         idx = np.asarray(idx, dtype=np.int64)
-        return Split(np.asarray(self.x[idx]), _take(self.y, idx), _take(self.lengths, idx),
+        x = self.x[idx]
+        x = x if getattr(x, "ragged", False) else np.asarray(x)  # a ragged container (audio.Waveforms) stays one
+        return Split(x, _take(self.y, idx), _take(self.lengths, idx),
                      {k: np.asarray(v)[idx] for k, v in self.groups.items()})  # fmt: skip
 
     def head(self, n: int) -> Split:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.data.base import Dataset, Split
-from selfsup.data.cache import cache_dir, load_array, save_array, sha256
+from selfsup.data.cache import building, cache_dir, load_array, save_array, sha256
 from selfsup.data.spec import TextSpec
 from selfsup.data.text import clean_text, csv_rows, string_array
 from selfsup.errors import UserError
@@ -218,10 +217,7 @@ def _write_cache(name: str, splits: dict[str, tuple[list[str], np.ndarray]], cla
     """Write into a temporary folder, then rename it into place: the cache is whole or absent. Texts are one
     a line (``clean_text`` leaves no newline inside a document)."""
     final = cached_path(name)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-tmp", dir=final.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is not
+    with building(final) as tmp:
         counts = {}
         for split, (texts, y) in splits.items():
             (tmp / f"{split}.txt").write_bytes("\n".join(texts).encode("utf-8"))
@@ -230,13 +226,6 @@ def _write_cache(name: str, splits: dict[str, tuple[list[str], np.ndarray]], cla
         meta = {"version": CACHE_VERSION, "name": name, "classes": list(classes), "counts": counts,
                 "source": SOURCES[name].requirement, "wheel_sha256": SOURCES[name].sha256}  # fmt: skip
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if final.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

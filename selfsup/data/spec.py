@@ -1,8 +1,7 @@
 """Input specs: what one sample is. Carried by a dataset, saved with a run (``encoder.json``).
 
 Only ``data/``, ``views/`` and the encoders' front ends look inside a spec; the trainer,
-evaluation and ``compare`` pass it along. Text (``TokenSpec``) and speech (``AudioSpec``) specs
-join ``SPECS`` with their modalities.
+evaluation and ``compare`` pass it along.
 """
 
 from __future__ import annotations
@@ -83,7 +82,33 @@ class TokenSpec:
         return True
 
 
-SPECS: dict[str, type] = {"image": ImageSpec, "text": TextSpec, "tokens": TokenSpec}
+@dataclass(frozen=True)
+class AudioSpec:
+    """Mono waveforms at ``sample_rate`` (float32 in [-1, 1] as the model reads them; int16 PCM in the cache),
+    padded after ``lengths[i]`` samples. The encoder's front end turns them into ``n_mels``-bin log-mel
+    frames of ``win`` samples every ``hop`` samples (80 bins, 25 ms / 10 ms at 16 kHz)."""
+
+    sample_rate: int = 16000
+    n_mels: int = 80
+    win: int = 400
+    hop: int = 160
+    kind: ClassVar[str] = "audio"
+
+    def __post_init__(self) -> None:
+        if self.sample_rate < 1000 or self.n_mels < 1 or not 0 < self.hop <= self.win:
+            raise ValueError("AudioSpec: sample_rate >= 1000, n_mels >= 1 and 0 < hop <= win")
+
+    @property
+    def variable_length(self) -> bool:
+        return True
+
+    def frames(self, samples):
+        """Frames the front end makes of ``samples`` (an int or an integer tensor/array): 1 + samples // hop
+        (centred windows, as torchaudio's MelSpectrogram with ``center=True``)."""
+        return 1 + samples // self.hop
+
+
+SPECS: dict[str, type] = {"image": ImageSpec, "text": TextSpec, "tokens": TokenSpec, "audio": AudioSpec}
 
 
 def spec_to_dict(spec) -> dict:
@@ -103,13 +128,15 @@ def spec_from_dict(data: dict, where: str = "spec"):
         raise UserError(f"{where} is malformed ({e}); the run folder may be damaged") from None
 
 
-__all__ = ["ImageSpec", "SPECS", "TextSpec", "TokenSpec", "random_samples", "spec_from_dict", "spec_to_dict"]
+__all__ = ["AudioSpec", "ImageSpec", "SPECS", "TextSpec", "TokenSpec", "random_samples", "spec_from_dict",
+           "spec_to_dict"]
 
 
 def random_samples(spec, n: int, generator=None):
     """``n`` random samples of the kind ``spec`` describes, as a batch the trainer would pass to ``views``:
     -> (x, lengths or None). Images: uint8 [n, C, size, size]; tokens: int32 [n, max_len] padded after
-    ``lengths`` [n] (the first sample full). For tests and shape checks."""
+    ``lengths`` [n] (the first sample full); audio: float32 waveforms [n, 2 s] padded after ``lengths``.
+    For tests and shape checks."""
     import torch
 
     if isinstance(spec, ImageSpec):
@@ -121,5 +148,12 @@ def random_samples(spec, n: int, generator=None):
         low = max(spec.special_ids, default=-1) + 1  # ordinary tokens only
         x = torch.randint(low, spec.vocab_size, (n, spec.max_len), generator=generator).to(torch.int32)
         x[torch.arange(spec.max_len)[None, :] >= lengths[:, None]] = spec.pad_id
+        return x, lengths
+    if isinstance(spec, AudioSpec):  # two seconds of noise-like signal, padded after lengths (the first full)
+        n_max = 2 * spec.sample_rate
+        lengths = torch.randint(spec.sample_rate // 4, n_max + 1, (n,), generator=generator)
+        lengths[0] = n_max
+        x = 0.1 * torch.randn(n, n_max, generator=generator)
+        x[torch.arange(n_max)[None, :] >= lengths[:, None]] = 0.0
         return x, lengths
     raise NotImplementedError(f"no random samples for {spec.kind} specs")

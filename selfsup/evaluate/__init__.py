@@ -214,6 +214,12 @@ def _frozen_features(encoders, splits, spec, ev, device, log, clock, texts=None)
         t0 = time.perf_counter()
         feats["raw"] = tfidf_features(texts)
         clock.add("features", time.perf_counter() - t0)
+    elif ev.baselines and spec.kind == "audio":  # speech: MFCC statistics (selfsup.evaluate.mfcc)
+        from selfsup.evaluate.mfcc import mfcc_stats
+
+        t0 = time.perf_counter()
+        feats["raw"] = {k: mfcc_stats(s.x, spec) for k, s in splits.items()}
+        clock.add("features", time.perf_counter() - t0)
     elif ev.baselines:
         feats["raw"] = {k: raw_features(spec, s.x, s.lengths) for k, s in splits.items()}
     return feats

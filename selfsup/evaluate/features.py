@@ -14,7 +14,8 @@ from selfsup.precision import as_channels_last, autocast, channels_last_for, to_
 
 def extract_features(encoder: Encoder, x, batch_size: int = 512, device: str = "auto", lengths=None,
                      progress=None) -> torch.Tensor:  # fmt: skip
-    """Samples [N, ...] (an array or tensor; uint8 images for image encoders) -> pooled features [N, D]
+    """Samples [N, ...] (an array or tensor; uint8 images for image encoders; a ragged container such as audio
+    ``Waveforms``, whose ``batch()`` pads) -> pooled features [N, D]
     (float32, CPU). ``progress(done, total, seconds)`` is called after each batch.
 
     On a CPU, denormal floats are flushed to zero while features are extracted: a trained network's small
@@ -39,8 +40,12 @@ def _extract(encoder: Encoder, x, batch_size: int, device: str, lengths, progres
     out, n, start = [], len(x), time.perf_counter()
     for i in range(0, n, batch_size):
         b = x[i : i + batch_size]
-        b = b.to(dev) if torch.is_tensor(b) else torch.from_numpy(np.array(b)).to(dev)  # a copy: memmaps are read-only
-        lb = None if lengths is None else torch.as_tensor(np.asarray(lengths[i : i + batch_size])).to(dev)
+        if getattr(b, "ragged", False):  # e.g. audio clips: padded to the batch's longest
+            b, lb = (t.to(dev) for t in b.batch())
+        else:
+            b = b.to(dev) if torch.is_tensor(b) else torch.from_numpy(np.array(b)).to(dev)  # a copy: memmaps are
+            # read-only
+            lb = None if lengths is None else torch.as_tensor(np.asarray(lengths[i : i + batch_size])).to(dev)
         if channels_last:
             b = as_channels_last(b)
         with autocast(dev):

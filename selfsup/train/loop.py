@@ -91,11 +91,15 @@ class Trainer:
         self.autocast_dtype = autocast_dtype(device, t.precision)
 
         split = dataset.train
-        keep_on_device = device.type == "cuda" and split.x.nbytes < 8 * 2**30
-        small = split.x.nbytes < 4 * 2**30  # smaller sets live in RAM; larger stay memory-mapped
-        x = torch.from_numpy(np.array(split.x) if small else np.asarray(split.x))
-        self.data = x.to(device) if keep_on_device else x
-        self.lengths = None if split.lengths is None else torch.from_numpy(np.array(split.lengths)).to(device)
+        self.ragged = getattr(split.x, "ragged", False)  # e.g. audio clips: batches padded as they are drawn
+        if self.ragged:
+            self.data, self.lengths = split.x, None
+        else:
+            keep_on_device = device.type == "cuda" and split.x.nbytes < 8 * 2**30
+            small = split.x.nbytes < 4 * 2**30  # smaller sets live in RAM; larger stay memory-mapped
+            x = torch.from_numpy(np.array(split.x) if small else np.asarray(split.x))
+            self.data = x.to(device) if keep_on_device else x
+            self.lengths = None if split.lengths is None else torch.from_numpy(np.array(split.lengths)).to(device)
         self._perm_cache: tuple[int, torch.Tensor] | None = None
 
         self.start_step = 0
@@ -142,8 +146,12 @@ class Trainer:
         return idx[self.rank * share : (self.rank + 1) * share]
 
     def _views(self, step: int, micro: int, idx: torch.Tensor):
-        x = self.data[idx.to(self.data.device)].to(self.device, non_blocking=True)
-        lengths = None if self.lengths is None else self.lengths[idx.to(self.lengths.device)]
+        if self.ragged:
+            x, lengths = self.data.batch(idx.numpy())  # [B, longest], lengths [B]
+            x, lengths = x.to(self.device, non_blocking=True), lengths.to(self.device)
+        else:
+            x = self.data[idx.to(self.data.device)].to(self.device, non_blocking=True)
+            lengths = None if self.lengths is None else self.lengths[idx.to(self.lengths.device)]
         g = torch.Generator(self.device).manual_seed(_seed_for(self.cfg.train.seed, step, self.rank, micro))
         with torch.no_grad():
             views = self.method.views(x, g, lengths) if lengths is not None else self.method.views(x, g)

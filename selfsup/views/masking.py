@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["block_side", "center_block_mask", "corrupt_tokens", "dilate_mask", "fill_masked", "random_block_mask",
-           "random_token_mask", "select_tokens", "visible_count", "word_starts"]  # fmt: skip
+           "random_token_mask", "select_spans", "select_tokens", "visible_count", "word_starts"]  # fmt: skip
 
 
 def visible_count(n: int, mask_ratio: float) -> int:
@@ -158,6 +158,19 @@ def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None 
     first = u.masked_fill(~eligible, 2.0).flatten().argmin()
     chosen.view(-1)[first] |= ~chosen.any() & eligible.view(-1)[first]
     return chosen
+
+
+def select_spans(lengths: Tensor, T: int, prob: float, span: int, generator: torch.Generator | None = None) -> Tensor:
+    """Runs of ``span`` consecutive positions hiding about ``prob`` of each row's first ``lengths`` positions, never
+    one past them: ``select_tokens``'s span mode over a row with no special tokens (masked frames: Mockingjay,
+    TERA). Runs start independently and may overlap, so the start probability is raised to ``1 - (1 - prob) **
+    (1 / span)`` per position for about ``prob`` of the positions to be hidden (runs that reach the end of a row
+    are cut there). lengths [B] -> bool [B, T], True = hidden; at least one position in a batch."""
+    if not 0 < prob < 1 or span < 1:
+        raise ValueError(f"select_spans needs 0 < prob < 1 and span >= 1, got {prob} and {span}")
+    start = 1 - (1 - prob) ** (1 / span)
+    ids = torch.zeros(lengths.shape[0], T, dtype=torch.long, device=lengths.device)
+    return select_tokens(ids, start * span, (), lengths, generator, span)
 
 
 def random_ordinary(shape, vocab_size: int, special_ids, generator: torch.Generator | None, device) -> Tensor:

@@ -44,7 +44,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run folder written by `selfsup pretrain`")
-    p.add_argument("--protocol", help="comma-separated: knn,linear,finetune (default knn,linear)")
+    p.add_argument("--protocol", help="comma-separated: knn,linear,finetune (default knn,linear); verify: cosine")
     p.add_argument("--labels", help="label fractions, e.g. 1%%,10%%,100%%")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the random-init, raw-pixel and supervised-from-scratch rows")  # fmt: skip
@@ -52,7 +52,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-limit", type=int, help="score on the first N test images only")
     p.add_argument("--plot", action="store_true",
                    help="also write RUN/label_efficiency.png, RUN/embedding.png and RUN/report.html")  # fmt: skip
-    p.add_argument("--task", help="what is predicted: classify (default)")
+    p.add_argument("--task", help="what is predicted: classify (default), verify (speaker verification, EER), "
+                                  "ctc (speech to text, CER/WER)")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="eval fields, e.g. knn_k=20, val_fraction=0.2, finetune_epochs=3, finetune_layer_decay=0.75")
 

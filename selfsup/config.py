@@ -136,8 +136,9 @@ FINETUNE_DEFAULTS = {"image": (10, 3e-3, False), "tokens": (3, 1e-3, True)}
 
 @dataclass
 class EvalConfig:
-    task: str = "classify"  # what is predicted: classify (accuracy)
-    protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])  # knn | linear | finetune
+    task: str = "classify"  # what is predicted: classify (accuracy), verify (speaker EER), ctc (speech to text: CER)
+    protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])  # knn | linear | finetune | cosine;
+    # a task without these protocols uses its own defaults (verify: cosine; ctc: linear)
     labels: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     baselines: bool = True  # add random-init and raw-pixel rows (finetune: supervised from scratch)
     knn_k: int = 200
@@ -159,6 +160,14 @@ class EvalConfig:
     finetune_layer_decay: float = 1.0  # layer-wise lr decay (BEiT/MAE: 0.75 for ViT-B); 1.0 = off
     finetune_probe_first: bool | None = None  # LP-FT: the head starts from a logistic regression on the frozen
     # features; None: FINETUNE_DEFAULTS for the modality
+    # ctc, linear protocol: linear CTC heads on the frozen tokens at every lr x L2, scored on validation after each
+    # of ctc_epochs epochs (at least 10 steps each); the best on validation CER is kept (selfsup/evaluate/ctc.py).
+    # The epochs chosen on validation are the regularizer; an L2 grid (AdamW's decoupled decay) is optional.
+    ctc_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])
+    ctc_weight_decays: list[float] = field(default_factory=lambda: [0.0])
+    ctc_epochs: list[int] = field(default_factory=lambda: [5, 10, 20])
+    ctc_batch_size: int = 32
+    verify_trials: int = 20000  # verify: at most this many same-speaker trials per half (and as many different)
     plot: bool = False  # write label_efficiency.png, embedding.png and report.html into the run
     embedding_points: int = 2000  # test embeddings in the t-SNE picture (a seeded subset)
 
@@ -171,7 +180,13 @@ class EvalConfig:
         return self
 
     def validate(self) -> EvalConfig:
-        positive = ("knn_k", "batch_size", "finetune_epochs", "finetune_batch_size", "embedding_points", "windows")
+        positive = ("knn_k", "batch_size", "finetune_epochs", "finetune_batch_size", "embedding_points", "windows",
+                    "ctc_batch_size", "verify_trials")  # fmt: skip
+        for key in ("ctc_lrs", "ctc_weight_decays", "ctc_epochs"):
+            values = getattr(self, key)
+            if not values or any(v < 0 for v in values) or (key != "ctc_weight_decays" and any(v <= 0 for v in values)):
+                raise UserError(f"eval.{key}={values} must be a non-empty list of "
+                                f"{'non-negative' if key == 'ctc_weight_decays' else 'positive'} numbers")  # fmt: skip
         for key in positive:
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise UserError(f"eval.{key}={getattr(self, key)} must be at least 1")

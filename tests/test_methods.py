@@ -58,6 +58,8 @@ def test_method_contract_and_a_few_steps(name, encoder, spec_i):
     assert resolve(resolved, ds) == resolved, "resolving a resolved config changes nothing"
     torch.manual_seed(0)
     method = build_method(resolved, spec)
+    if hasattr(method, "prepare"):  # data-dependent set-up (HuBERT's k-means), as the Trainer does before step 1
+        method.prepare(ds, torch.Generator().manual_seed(1), lambda s: None)
     opt = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)
     before = {k: v.clone() for k, v in method.encoder.state_dict().items()}
     for _ in range(3):

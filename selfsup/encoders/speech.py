@@ -104,6 +104,15 @@ def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int) -> Tensor:
     return torch.minimum(rise, fall).clamp_min(0.0)
 
 
+def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """Orthonormal DCT-II as a matrix [n_in, n_out]: ``x @ D`` gives the first ``n_out`` coefficients."""
+    n = torch.arange(n_in, dtype=torch.float64)[:, None]
+    k = torch.arange(n_out, dtype=torch.float64)[None]
+    d = torch.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
+    d[:, 0] /= math.sqrt(2.0)
+    return d.float()
+
+
 class LogMel(nn.Module):
     """Waveforms [B, T] (+ lengths [B] in samples) -> (per-utterance normalized log-mel [B, F, n_mels], frame
     lengths [B]); F = 1 + T // hop, frame lengths 1 + length // hop, padded frames zero. No parameters."""

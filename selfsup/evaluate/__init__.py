@@ -1,16 +1,20 @@
 """Evaluate a run folder: protocols x tasks at several label fractions, with baselines, on validation and test.
 
-- The labelled training split (capped at ``eval.train_limit``) is cut into a seeded, class-stratified
-  validation split (``eval.val_fraction``, default 10%) and the labelled pool; the label fractions are
-  class-balanced, nested subsets of the pool. Everything that chooses (the linear probe's L2 strength,
-  ``compare``'s ranking) looks at validation; test is reported and never chosen on.
+- The task (``evaluate/tasks.py``: classify; ``verify.py``, ``ctc.py``: speech) says which data it reads
+  (``task.splits``) and how validation is carved (``task.carve``). classify: the labelled training split (capped
+  at ``eval.train_limit``) is cut into a seeded, class-stratified validation split (``eval.val_fraction``,
+  default 10%) and the labelled pool; the label fractions are class-balanced, nested subsets of the pool.
+  Everything that chooses (the linear probe's L2 strength, the CTC head's lr / L2 / epochs, verify's score
+  normalization, ``compare``'s ranking) looks at validation; test is reported and never chosen on.
 - Encoders: ``pretrained`` (the run's, from ``encoder.json``: DINO's teacher, every other method's
   encoder), and with baselines ``random_init`` (the same architecture at the seed pretraining started
   from) and ``raw`` (the modality's raw input, ``selfsup.data.raw_features``). A protocol that trains the
   encoder (``finetune``) scores ``pretrained`` and ``supervised`` (the random-init encoder trained from
   scratch with the same recipe).
 - Rows: ``{"task", "protocol", "labels", "encoder", "split", "metric", "value"}`` (linear rows add
-  ``"chosen": {"l2": ...}``), written to ``RUN/eval.json``; the time spent goes to ``RUN/eval_cost.json``.
+  ``"chosen": {"l2": ...}``; a task with two metrics, ctc's CER and WER, writes a row for each), written to
+  ``RUN/eval.json``; the time spent goes to ``RUN/eval_cost.json``. Error rates (verify's EER, ctc's CER / WER)
+  are lower-is-better (``tasks.higher_is_better``).
 - Frozen features are extracted once per encoder and split and shared by every frozen protocol and the
   t-SNE picture; extraction shows progress, and an estimate of the whole evaluation is printed first.
 
@@ -27,9 +31,11 @@ import numpy as np
 import torch
 
 from selfsup.config import EvalConfig, RunConfig, parse_labels, set_field
-from selfsup.data import balanced_subset, load_configured, prepare, raw_features, spec_from_dict, validation_split
+from selfsup.data import SequenceLabels, balanced_subset, load_configured, prepare, raw_features, spec_from_dict
 from selfsup.errors import UserError
+from selfsup.evaluate import ctc as _ctc  # noqa: F401  (registers the speech tasks)
 from selfsup.evaluate import tasks as _tasks  # noqa: F401  (registers the tasks)
+from selfsup.evaluate import verify as _verify  # noqa: F401
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.finetune import finetune, param_groups, predict
 from selfsup.evaluate.protocols import (
@@ -71,6 +77,10 @@ def _eval_config(run_path, protocol, labels, baselines, plot, task, overrides) -
         set_field(cfg, f"eval.{key}", value)
     ev.for_modality(read_encoder_json(run_path)["spec"].get("kind", "image"))
     t = TASKS.get(ev.task)
+    if protocol is None and not set(ev.protocols) <= set(t.protocols):
+        ev.protocols = list(t.default_protocols)  # e.g. --task verify alone: its cosine scoring
+    if ev.plot and not getattr(t, "plots", False):
+        raise UserError(f"--plot draws classify results; leave it out for --task {ev.task}")
     for p in ev.protocols:
         PROTOCOLS.get(p)
         if p not in t.protocols:
@@ -163,7 +173,7 @@ def _tfidf_seconds(texts: dict, y_pool, sizes: list[int], queries: int, frozen: 
     return seconds
 
 
-def _estimate(encoders, splits, subsets, ev, device, num_outputs, texts=None) -> dict[str, float]:
+def _estimate(task, encoders, splits, subsets, ev, device, num_outputs, texts=None) -> dict[str, float]:
     """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
     test samples, the probes timed on a slice of their problem (text: the TF-IDF baseline timed on a slice of
     the documents), fine-tuning steps at three forward passes per sample."""
@@ -182,6 +192,7 @@ def _estimate(encoders, splits, subsets, ev, device, num_outputs, texts=None) ->
     frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
     if frozen:
         out["features"] = per_sample * total * len(encoders)
+    if frozen and getattr(task, "timed_probes", False):
         probes = _probe_seconds(sizes, queries, dims, num_outputs)
         out.update({p: probes[p] for p in ("knn", "linear") if p in frozen})
         if texts is not None:
@@ -194,9 +205,11 @@ def _estimate(encoders, splits, subsets, ev, device, num_outputs, texts=None) ->
     return out
 
 
-def _frozen_features(encoders, splits, spec, ev, device, log, clock, texts=None) -> dict[str, dict]:
-    """{encoder: {split: features}} for the encoders and the raw baseline, each extracted once (text: sparse
-    TF-IDF rows of ``texts``, {split: documents})."""
+def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts=None) -> dict[str, dict]:
+    """{encoder: {split: features}} for the encoders and the raw baseline, each extracted once: pooled features,
+    or the tokens where the task reads them (text: sparse TF-IDF rows of ``texts``, {split: documents}; a task's
+    own raw baseline where it has one)."""
+    tokens = getattr(task, "features", "pooled") == "tokens"
     total = sum(len(s.x) for s in splits.values())
     feats: dict[str, dict[str, torch.Tensor]] = {}
     for name, enc in encoders.items():
@@ -207,10 +220,14 @@ def _frozen_features(encoders, splits, spec, ev, device, log, clock, texts=None)
         log(f"extracting {name} features of {total} samples (about {fmt_duration(estimate)}) ...")
         show = estimate > 20  # progress lines only where there is something to wait for
         feats[name] = {k: extract_features(enc, s.x, ev.batch_size, device, s.lengths,
-                                           _progress(log, f"{name} {k}") if show else None)
+                                           _progress(log, f"{name} {k}") if show else None, tokens=tokens)
                        for k, s in splits.items()}  # fmt: skip
         clock.add("features", time.perf_counter() - t0)
-    if ev.baselines and texts is not None:
+    if ev.baselines and hasattr(task, "raw_features"):  # e.g. verify: MFCC statistics; ctc: stacked log-mel frames
+        t0 = time.perf_counter()
+        feats["raw"] = {k: task.raw_features(s, spec) for k, s in splits.items()}
+        clock.add("features", time.perf_counter() - t0)
+    elif ev.baselines and texts is not None:
         t0 = time.perf_counter()
         feats["raw"] = tfidf_features(texts)
         clock.add("features", time.perf_counter() - t0)
@@ -228,25 +245,41 @@ def _frozen_features(encoders, splits, spec, ev, device, log, clock, texts=None)
 def _frozen_rows(task, protocol, feats, ys, subsets, num_outputs, ev, log, clock) -> list[dict]:
     rows, t0 = [], time.perf_counter()
     for frac, idx in subsets.items():
-        idx_t = torch.from_numpy(idx)
         for name, f in feats.items():
             sets = {s: (f[s], ys[s]) for s in SPLITS}
-            train = f["pool"][idx] if is_sparse(f["pool"]) else f["pool"][idx_t]
-            scores, chosen = task.frozen(protocol, (train, ys["pool"][idx_t]), sets, num_outputs, ev)
+            train = (_subset(f["pool"], idx), _subset(ys["pool"], idx))
+            scores, chosen = task.frozen(protocol, train, sets, num_outputs, ev)
             for split in SPLITS:
-                rows.append(_row(task, protocol, frac, name, split, scores[split], chosen))
+                rows += _rows(task, protocol, frac, name, split, scores[split], chosen)
     spent = time.perf_counter() - t0
     clock.add(protocol, spent)
     log(f"{protocol}: {len(subsets)} label fractions x {len(feats)} encoders ({fmt_duration(spent)})")
     return rows
 
 
-def _row(task, protocol, frac, encoder, split, value, chosen=None) -> dict:
-    row = {"task": task.name, "protocol": protocol, "labels": frac, "encoder": encoder, "split": split,
-           "metric": task.metric, "value": round(float(value), 4)}  # fmt: skip
-    if chosen:
-        row["chosen"] = chosen
-    return row
+def _subset(a, idx: np.ndarray):
+    """The samples at ``idx`` of features or labels: a tensor, sparse rows, or a ragged container (``take``)."""
+    if a is None or is_sparse(a):
+        return None if a is None else a[idx]
+    return a.take(idx) if hasattr(a, "take") and not torch.is_tensor(a) else a[torch.from_numpy(idx)]
+
+
+def _labels(y):
+    """A split's labels as the protocols take them: class ids as a tensor; label sequences as they are."""
+    return y if y is None or isinstance(y, SequenceLabels) else torch.as_tensor(np.asarray(y))
+
+
+def _rows(task, protocol, frac, encoder, split, value, chosen=None) -> list[dict]:
+    """One row per metric: ``value`` is the task's metric, or {metric: value} for a task with several."""
+    values = value if isinstance(value, dict) else {task.metric: value}
+    out = []
+    for metric, v in values.items():
+        row = {"task": task.name, "protocol": protocol, "labels": frac, "encoder": encoder, "split": split,
+               "metric": metric, "value": round(float(v), 4)}  # fmt: skip
+        if chosen:
+            row["chosen"] = chosen
+        out.append(row)
+    return out
 
 
 def _finetune_rows(task, encoders, pool, subsets, evals, num_outputs, spec, ev, device, log, clock) -> list[dict]:
@@ -263,12 +296,13 @@ def _finetune_rows(task, encoders, pool, subsets, evals, num_outputs, spec, ev, 
             shown = "supervised" if name == "random_init" else name
             log(f"finetune: {encoder_label(shown)} at {100 * frac:g}% labels ...")
             t0 = time.perf_counter()
-            model = finetune(enc, pool.x[idx], pool.y[idx], task, num_outputs, finetune_augment(spec),
-                             lengths=None if pool.lengths is None else pool.lengths[idx], **kw)  # fmt: skip
+            sub = pool.take(idx)
+            model = finetune(enc, sub.x, sub.y, task, num_outputs, finetune_augment(spec), lengths=sub.lengths,
+                             **kw)  # fmt: skip
             for split in SPLITS:
                 x, y, lengths = evals[split]
                 score = task.score(predict(model, x, lengths=lengths), y)
-                rows.append(_row(task, "finetune", frac, shown, split, score))
+                rows += _rows(task, "finetune", frac, shown, split, score)
             clock.add("finetune", time.perf_counter() - t0)
     return rows
 
@@ -287,45 +321,39 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     t = TASKS.get(ev.task)()
     raw = load_configured(cfg.data, log=log)
     ds = prepare.for_evaluation(raw, run_path, spec_from_dict(read_encoder_json(run_path)["spec"]), log, ev.windows)
-    t.check(ds, cfg.data.name)
+    train, test = t.splits(cfg.data, ds, log)  # the data the task is scored on; a one-line error if it does not fit
     num_outputs = t.num_outputs(ds)
-    labelled = ds.train if ev.train_limit is None else ds.train.head(ev.train_limit)
-    pool_idx, val_idx = validation_split(np.asarray(labelled.y), ev.val_fraction, ev.seed)
-    test = ds.test if ev.test_limit is None else ds.test.head(ev.test_limit)
-    subsets = {frac: balanced_subset(np.asarray(labelled.y)[pool_idx], frac, ev.seed) for frac in ev.labels}
-    used = np.unique(np.concatenate(list(subsets.values())))  # the pool samples any fraction needs
-    pool = labelled.take(pool_idx[used])
-    subsets = {frac: np.searchsorted(used, idx) for frac, idx in subsets.items()}  # positions within `pool`
-    splits = {"pool": pool, "val": labelled.take(val_idx), "test": test.take(np.arange(len(test)))}
+    train = train if ev.train_limit is None else train.head(ev.train_limit)
+    test = test if ev.test_limit is None else test.head(ev.test_limit)
+    carved = t.carve(train, test, ev)  # validation carved as the task requires; label fractions of the pool
+    splits, subsets = carved.splits, carved.subsets
     texts = None  # text: the raw-input baseline reads the documents themselves (TF-IDF)
     if raw.spec.kind == "text" and ev.baselines:
-        texts = {"pool": raw.train.x[pool_idx[used]], "val": raw.train.x[val_idx], "test": raw.test.x[: len(test)]}
-    ys = {k: torch.as_tensor(np.asarray(s.y)) for k, s in splits.items()}
-    log(
-        f"evaluating {run_path}: {len(pool_idx)} labelled samples ({', '.join(f'{100 * f:g}%' for f in ev.labels)} "
-        f"of them), {len(val_idx)} validation, {len(test)} test; task {t.name}, protocols {', '.join(ev.protocols)}"
-    )
+        texts = {k: getattr(raw, src).x[idx] for k, (src, idx) in carved.index.items()}
+    ys = {k: _labels(s.y) for k, s in splits.items()}
+    log(f"evaluating {run_path}: {carved.note}; task {t.name}, protocols {', '.join(ev.protocols)}")
 
     encoders = {"pretrained": load_encoder(run_path)}
     if ev.baselines:
         encoders["random_init"] = load_encoder(run_path, random_init=True)
-    device = cfg.train.device
-    estimate = _estimate(encoders, splits, subsets, ev, device, num_outputs, texts)
+    device = t.device = cfg.train.device  # where a task trains its own heads (ctc's linear CTC heads)
+    estimate = _estimate(t, encoders, splits, subsets, ev, device, num_outputs, texts)
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
     log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
     frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
-    feats = _frozen_features(encoders, splits, ds.spec, ev, device, log, clock, texts) if frozen else {}
+    feats = _frozen_features(t, encoders, splits, ds.spec, ev, device, log, clock, texts) if frozen else {}
     rows = []
     for proto in ev.protocols:
         if PROTOCOLS.get(proto).frozen:
             rows += _frozen_rows(t, proto, feats, ys, subsets, num_outputs, ev, log, clock)
         else:
             evals = {s: (splits[s].x, ys[s], splits[s].lengths) for s in SPLITS}
-            rows += _finetune_rows(t, encoders, pool, subsets, evals, num_outputs, ds.spec, ev, device, log, clock)
+            rows += _finetune_rows(t, encoders, splits["pool"], subsets, evals, num_outputs, ds.spec, ev, device, log,
+                                   clock)  # fmt: skip
     if ev.plot and ev.baselines and "finetune" not in ev.protocols:
         evals = {s: (splits[s].x, ys[s], splits[s].lengths) for s in SPLITS}
         scratch = {"random_init": encoders["random_init"]}
-        rows += _finetune_rows(t, scratch, pool, subsets, evals, num_outputs, ds.spec, ev, device, log, clock)
+        rows += _finetune_rows(t, scratch, splits["pool"], subsets, evals, num_outputs, ds.spec, ev, device, log, clock)
     run = Path(run_path)
     atomic_write_text(run / "eval.json", json.dumps(rows, indent=1))
     log(format_table(rows))
@@ -341,8 +369,7 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     from selfsup.distributed import local_device
 
     cost = {"wall_s": round(clock.total(), 2), "phases": clock.phases, "device": str(local_device(device)),
-            "estimate_s": {k: round(v, 1) for k, v in estimate.items()},
-            "samples": {"labelled_pool": len(pool_idx), "validation": len(val_idx), "test": len(test)}}  # fmt: skip
+            "estimate_s": {k: round(v, 1) for k, v in estimate.items()}, "samples": carved.sizes}  # fmt: skip
     atomic_write_text(run / "eval_cost.json", json.dumps(cost, indent=1))
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in clock.phases.items())
     log(f"evaluation took {fmt_duration(clock.total())} ({parts})")
@@ -350,18 +377,24 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
 
 
 def format_table(rows: list[dict], split: str = "test") -> str:
-    """The rows of one split as a table: protocol x label fraction down, encoders across."""
+    """The rows of one split as a table: protocol x label fraction down, encoders across; one table per metric
+    (an error rate's header says lower is better)."""
     rows = [r for r in rows if r.get("split", split) == split]
+    metrics = list(dict.fromkeys(r.get("metric", "value") for r in rows)) or ["value"]
+    if len(metrics) > 1:
+        return "\n\n".join(format_table([r for r in rows if r.get("metric") == m], split) for m in metrics)
     encoders = list(dict.fromkeys(r["encoder"] for r in rows))
     keys = list(dict.fromkeys((r["protocol"], r["labels"]) for r in rows))
     val = {(r["protocol"], r["labels"], r["encoder"]): r["value"] for r in rows}
-    metric = rows[0]["metric"] if rows else "value"
-    head = f"{split + ' ' + metric:<18}{'labels':>8}" + "".join(f"{e:>13}" for e in encoders)
+    metric = metrics[0]
+    title = split + " " + metric + ("" if _tasks.higher_is_better(metric) else " (lower is better)")
+    width = max(18, len(title) + 2)
+    head = f"{title:<{width}}{'labels':>8}" + "".join(f"{e:>13}" for e in encoders)
     lines = [head, "-" * len(head)]
     for proto, frac in keys:
         cells = "".join(f"{100 * val[(proto, frac, e)]:>12.1f}%" if (proto, frac, e) in val else f"{'-':>13}"
                         for e in encoders)  # fmt: skip
-        lines.append(f"{proto:<18}{f'{100 * frac:g}%':>8}{cells}")
+        lines.append(f"{proto:<{width}}{f'{100 * frac:g}%':>8}{cells}")
     return "\n".join(lines)
 
 

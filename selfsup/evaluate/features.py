@@ -1,4 +1,4 @@
-"""Frozen features: an encoder's pooled output over a split, in batches, with progress and timing."""
+"""Frozen features: an encoder's pooled output (or its tokens) over a split, in batches, with progress and timing."""
 
 from __future__ import annotations
 
@@ -12,24 +12,72 @@ from selfsup.encoders import Encoder
 from selfsup.precision import as_channels_last, autocast, channels_last_for, to_channels_last
 
 
+class TokenFeatures:
+    """Ragged token features stored flat: sample i's tokens are ``flat[offsets[i]:offsets[i + 1]]`` [T_i, D].
+
+    ``len``, ``take(idx)`` (a TokenFeatures of those samples, in that order), ``batch(idx)`` (zero-padded
+    [B, T_max, D] and lengths [B]) and ``dim``."""
+
+    def __init__(self, flat: torch.Tensor, lengths):
+        self.flat = flat  # float32 [total, D]
+        self.lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.long).reshape(-1)  # [N]
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), self.lengths.cumsum(0)])  # [N + 1]
+        if int(self.offsets[-1]) != flat.shape[0]:
+            raise ValueError("TokenFeatures: the lengths do not add up to the rows of flat")
+
+    @classmethod
+    def from_padded(cls, parts: list[tuple[torch.Tensor, torch.Tensor]], dim: int) -> TokenFeatures:
+        """Batches of (tokens [B, T, D], lengths [B]) -> one TokenFeatures (the padding dropped)."""
+        rows = [t[b, : int(n)] for t, lens in parts for b, n in enumerate(lens.tolist())]
+        lengths = [int(n) for _, lens in parts for n in lens.tolist()]
+        return cls(torch.cat(rows) if rows else torch.zeros(0, dim), lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def dim(self) -> int:
+        return self.flat.shape[1]
+
+    def take(self, idx) -> TokenFeatures:
+        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long).reshape(-1)
+        rows = [self.flat[self.offsets[i] : self.offsets[i + 1]] for i in idx.tolist()]
+        return TokenFeatures(torch.cat(rows) if rows else self.flat[:0], self.lengths[idx])
+
+    def map(self, fn) -> TokenFeatures:
+        """The same samples with ``fn`` applied to every token row (e.g. standardization)."""
+        return TokenFeatures(fn(self.flat), self.lengths)
+
+    def batch(self, idx=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (float32 [B, T_max, D] zero-padded after each sample's tokens, lengths [B]) of the samples at ``idx``."""
+        idx = torch.arange(len(self)) if idx is None else torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        if len(idx) == 0:
+            return torch.zeros(0, 0, self.dim), self.lengths[:0]
+        starts, ends = self.offsets[idx].tolist(), self.offsets[idx + 1].tolist()
+        rows = [self.flat[a:b] for a, b in zip(starts, ends)]
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True), self.lengths[idx]
+
+
 def extract_features(encoder: Encoder, x, batch_size: int = 512, device: str = "auto", lengths=None,
-                     progress=None) -> torch.Tensor:  # fmt: skip
+                     progress=None, tokens: bool = False) -> torch.Tensor | TokenFeatures:  # fmt: skip
     """Samples [N, ...] (an array or tensor; uint8 images for image encoders; a ragged container such as audio
     ``Waveforms``, whose ``batch()`` pads) -> pooled features [N, D]
-    (float32, CPU). ``progress(done, total, seconds)`` is called after each batch.
+    (float32, CPU); with ``tokens`` the valid tokens of each sample instead (a :class:`TokenFeatures`; encoders
+    whose ``Features`` carry ``tokens`` and their ``lengths``). ``progress(done, total, seconds)`` is called after
+    each batch.
 
     On a CPU, denormal floats are flushed to zero while features are extracted: a trained network's small
     activations otherwise take the CPU's slow path for subnormal arithmetic."""
     flush = torch.set_flush_denormal(True)
     try:
-        return _extract(encoder, x, batch_size, device, lengths, progress)
+        return _extract(encoder, x, batch_size, device, lengths, progress, tokens)
     finally:
         if flush:
             torch.set_flush_denormal(False)
 
 
 @torch.no_grad()
-def _extract(encoder: Encoder, x, batch_size: int, device: str, lengths, progress) -> torch.Tensor:
+def _extract(encoder: Encoder, x, batch_size: int, device: str, lengths, progress, tokens: bool = False):
     dev = local_device(device)
     encoder = encoder.to(dev).eval()
     if hasattr(encoder, "inference_copy"):  # e.g. BatchNorm folded into the convolutions
@@ -49,13 +97,20 @@ def _extract(encoder: Encoder, x, batch_size: int, device: str, lengths, progres
         if channels_last:
             b = as_channels_last(b)
         with autocast(dev):
-            f = encoder(b, lengths=lb).pooled if lb is not None else encoder(b).pooled
-        out.append(f.float().cpu())
+            f = encoder(b, lengths=lb) if lb is not None else encoder(b)
+        if tokens:
+            t = f.tokens.float().cpu()  # [B, T, D]
+            n = f.lengths.cpu() if f.lengths is not None else torch.full((t.shape[0],), t.shape[1])
+            out.append((t, n))
+        else:
+            out.append(f.pooled.float().cpu())
         if progress is not None:
             progress(min(n, i + batch_size), n, time.perf_counter() - start)
+    if tokens:
+        return TokenFeatures.from_padded(out, encoder.dim)
     if not out:
         return torch.zeros(0, encoder.dim)
     return torch.cat(out)
 
 
-__all__ = ["extract_features"]
+__all__ = ["TokenFeatures", "extract_features"]

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from selfsup.data.base import SequenceLabels
 from selfsup.distributed import local_device
 from selfsup.encoders import Encoder
 from selfsup.precision import as_channels_last, autocast, channels_last_for, to_channels_last
@@ -87,29 +88,56 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
 
 
 class Classifier(nn.Module):
-    """An encoder and a head on its pooled features: samples -> predictions (logits [B, C] for classify)."""
+    """An encoder and a task's head: samples -> predictions. The head reads the pooled features (logits [B, C]
+    for classify), or the whole ``Features`` when it says so with ``reads_features = True`` (CTC: per-token
+    logits and their lengths)."""
 
     def __init__(self, encoder: Encoder, head: nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor | None = None):
         feats = self.encoder(x, lengths=lengths) if lengths is not None else self.encoder(x)
-        return self.head(feats.pooled)
+        return self.head(feats) if getattr(self.head, "reads_features", False) else self.head(feats.pooled)
 
 
 def _as_tensor(x) -> Tensor:
     return x if isinstance(x, Tensor) else torch.from_numpy(np.array(x))
 
 
+class _Batches:
+    """Training samples and targets on the device, gathered a batch at a time: arrays and tensors (plus
+    ``lengths``), or a ragged container such as audio ``Waveforms`` (padded per batch by its ``batch``);
+    class ids, or ``SequenceLabels`` (a task's loss takes the batch's ``SequenceLabels``)."""
+
+    def __init__(self, x, y, lengths, dev: torch.device):
+        self.dev, self.ragged = dev, getattr(x, "ragged", False)
+        self.x = x if self.ragged else _as_tensor(x).to(dev)
+        self.sequences = isinstance(y, SequenceLabels)
+        self.y = y if self.sequences else _as_tensor(y).to(dev)
+        self.lengths = None if lengths is None or self.ragged else _as_tensor(lengths).to(dev)
+        self.n = len(x) if self.ragged else self.x.shape[0]
+
+    def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor | None, object]:
+        """CPU indices [b] -> (x [b, ...], lengths [b] or None, targets)."""
+        if self.ragged:
+            xb, lb = (t.to(self.dev) for t in self.x.batch(idx.numpy()))
+        else:
+            xb = self.x[idx.to(self.dev)]
+            lb = None if self.lengths is None else self.lengths[idx.to(self.dev)]
+        yb = self.y.take(idx.numpy()) if self.sequences else self.y[idx.to(self.dev)]
+        return xb, lb, yb
+
+
 @torch.no_grad()
-def _probe_head(model: Classifier, x_all: Tensor, y_all: Tensor, len_all: Tensor | None, num_outputs: int,
-                batch_size: int) -> None:  # fmt: skip
+def _probe_head(model: Classifier, x_all, y_all: Tensor, len_all: Tensor | None, num_outputs: int,
+                batch_size: int, device: torch.device | None = None) -> None:  # fmt: skip
     """LP-FT's first stage: ``model.head`` (a Linear) set to the linear probe's classifier on the frozen features."""
     from selfsup.evaluate.features import extract_features
     from selfsup.evaluate.protocols import linear_head
 
-    feats = extract_features(model.encoder, x_all, batch_size, str(x_all.device), lengths=len_all)
+    device = str(device if device is not None else x_all.device)
+    feats = extract_features(model.encoder, x_all, batch_size, device, lengths=len_all)
     weight, bias = linear_head(feats, y_all, num_outputs, PROBE_L2)
     model.head.weight.copy_(weight.to(model.head.weight))
     model.head.bias.copy_(bias.to(model.head.bias))
@@ -122,7 +150,8 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
              device: str = "auto", log=None, lengths=None, probe_first: bool = False) -> Classifier:  # fmt: skip
     """Fine-tune a deep copy of ``encoder`` with ``task``'s head and loss; ``encoder`` itself is left untouched.
 
-    train_x: samples [N, ...] (array or tensor), ``lengths`` [N] for padded samples; train_y: targets [N];
+    train_x: samples [N, ...] (array or tensor; or a ragged container such as audio ``Waveforms``), ``lengths`` [N]
+    for padded samples; train_y: targets [N] (class ids, or ``SequenceLabels`` for a sequence task);
     ``augment(x, generator)`` the
     modality's training augmentation. Steps: ``epochs`` passes over the N samples at ``batch_size``, at
     least ``min_steps`` (so a 1%-label subset still trains) and at most ``max_steps`` (None: no cap).
@@ -130,10 +159,8 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
     Returns the model in eval mode, on ``device``.
     """
     dev = local_device(device)
-    x_all = _as_tensor(train_x).to(dev)
-    y_all = _as_tensor(train_y).to(dev)
-    len_all = None if lengths is None else _as_tensor(lengths).to(dev)
-    n = x_all.shape[0]
+    data = _Batches(train_x, train_y, lengths, dev)
+    n = data.n
     bs = min(batch_size, max(2, n))  # BatchNorm needs two samples; tiny subsets repeat across the batch
     steps = max(min_steps, epochs * math.ceil(n / bs))
     steps = min(steps, max_steps) if max_steps else steps
@@ -141,8 +168,8 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
         torch.manual_seed(seed)  # dropout / drop-path, if the encoder has them
         g_cpu = torch.Generator().manual_seed(seed)
         model = Classifier(copy.deepcopy(encoder), task.head(encoder.dim, num_outputs, g_cpu)).to(dev).train()
-        if probe_first and isinstance(model.head, nn.Linear):
-            _probe_head(model, x_all, y_all, len_all, num_outputs, max(bs, 256))
+        if probe_first and isinstance(model.head, nn.Linear) and not data.sequences:
+            _probe_head(model, data.x, data.y, data.lengths, num_outputs, max(bs, 256), dev)
         channels_last = channels_last_for(model, dev)
         if channels_last:
             to_channels_last(model)
@@ -154,9 +181,9 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
         for step in range(steps):
             while len(order) < bs:  # a stream of seeded permutations, epoch after epoch
                 order = torch.cat([order, torch.randperm(n, generator=g_cpu)])
-            idx, order = order[:bs].to(dev), order[bs:]
+            idx, order = order[:bs], order[bs:]
             with torch.no_grad():
-                xb = x_all[idx]
+                xb, lb, yb = data(idx)
                 xb = augment(xb, g_dev) if augment is not None else xb
                 if channels_last:
                     xb = as_channels_last(xb)
@@ -164,7 +191,7 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
             for group in opt.param_groups:
                 group["lr"] = lr * scale * group["lr_scale"]
             with autocast(dev):
-                loss = task.loss(model(xb, None if len_all is None else len_all[idx]), y_all[idx])
+                loss = task.loss(model(xb, lb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -178,20 +205,33 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x, batch_size: int = 512, lengths=None) -> Tensor:
-    """The model's outputs over ``x`` [N, ...] (padded after ``lengths`` [N], if given) in batches (float32, CPU)."""
+def predict(model: nn.Module, x, batch_size: int = 512, lengths=None) -> Tensor | list[Tensor]:
+    """The model's outputs over ``x`` [N, ...] (padded after ``lengths`` [N], if given; or a ragged container
+    such as audio ``Waveforms``) in batches (float32, CPU): a tensor [N, ...], or, for a model that returns
+    (padded outputs [B, T, ...], lengths [B]) (a CTC head), a list of each sample's valid outputs [T_i, ...]."""
     dev = next(model.parameters()).device
     channels_last = channels_last_for(model, dev)
-    x = _as_tensor(x)
+    ragged = getattr(x, "ragged", False)
+    x = x if ragged else _as_tensor(x)
     model.eval()
-    out = []
+    out, per_sample = [], False
     for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].to(dev)
+        if ragged:
+            xb, lb = (t.to(dev) for t in x[i : i + batch_size].batch())
+        else:
+            xb = x[i : i + batch_size].to(dev)
+            lb = None if lengths is None else _as_tensor(lengths)[i : i + batch_size].to(dev)
         if channels_last:
             xb = as_channels_last(xb)
         with autocast(dev):
-            lb = None if lengths is None else _as_tensor(lengths)[i : i + batch_size].to(dev)
-            out.append(model(xb, lb).float().cpu())
+            y = model(xb, lb)
+        if isinstance(y, tuple):  # (padded outputs, lengths): each sample's valid part
+            per_sample = True
+            out += [o[: int(n)].float().cpu() for o, n in zip(y[0], y[1].tolist())]
+        else:
+            out.append(y.float().cpu())
+    if per_sample:
+        return out
     return torch.cat(out) if out else torch.zeros(0)
 
 

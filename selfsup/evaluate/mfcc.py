@@ -9,22 +9,12 @@ from, without a background model.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from selfsup.encoders.base import padding_mask
+from selfsup.encoders.speech import dct_matrix
 
 N_MFCC = 20
-
-
-def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """Orthonormal DCT-II as a matrix [n_in, n_out]: ``x @ D`` gives the first ``n_out`` coefficients."""
-    n = torch.arange(n_in, dtype=torch.float64)[:, None]
-    k = torch.arange(n_out, dtype=torch.float64)[None]
-    d = torch.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
-    d[:, 0] /= math.sqrt(2.0)
-    return d.float()
 
 
 @torch.no_grad()

@@ -2,7 +2,8 @@
 
 Both take features ``[N, D]`` and class ids; nothing here knows what a sample is. The registered
 protocol entries (``PROTOCOLS``) say how a protocol uses the encoder: ``frozen`` ones (knn, linear)
-read pooled features once, the others (finetune) train a copy of the encoder.
+read frozen features once (cosine: verify's trial scoring), the others (finetune) train a copy of the
+encoder.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ class Protocol:
 
 
 for _p in (Protocol("knn", True, "weighted kNN on frozen features (k=200, cosine, T=0.07)"),
-           Protocol("linear", True, "logistic regression on frozen standardized features, L2 chosen on validation"),
-           Protocol("finetune", False, "the whole encoder + a task head, AdamW, warm-up + cosine")):  # fmt: skip
+           Protocol("linear", True, "a linear head on frozen standardized features, its settings chosen on validation "
+                                    "(classify: logistic regression; ctc: a linear CTC head on the tokens)"),
+           Protocol("finetune", False, "the whole encoder + a task head, AdamW, warm-up + cosine"),
+           Protocol("cosine", True, "cosine similarity of frozen pooled features over seeded trial pairs (verify)")
+           ):  # fmt: skip
     PROTOCOLS.register(_p.name)(_p)
 
 

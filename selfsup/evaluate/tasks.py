@@ -1,22 +1,64 @@
-"""Evaluation tasks: what is predicted, with its head, loss and metric.
+"""Evaluation tasks: what is predicted, with its data, validation, head, loss and metric.
 
-A task is independent of the modality and of the protocol: it scores frozen features (knn, linear)
-and gives the head and loss that fine-tuning trains. ``classify`` (accuracy) is here; ``ctc``
-(CER / WER) and ``verify`` (EER) come with speech.
+A task is independent of the protocol: it scores frozen features and gives the head and loss that fine-tuning
+trains. ``classify`` (accuracy) is here; ``verify`` (EER, ``evaluate/verify.py``) and ``ctc`` (CER / WER,
+``evaluate/ctc.py``) are speech's. What ``evaluate()`` asks of a task:
+
+- ``name``, ``metric`` (its rows' metric; ``metrics``: every metric its rows carry), ``higher_is_better``,
+  ``protocols`` (the ones it has) and ``default_protocols`` (when the configured ones do not fit it);
+- ``splits(data_config, dataset, log) -> (train Split, test Split)``: the data it is scored on (a one-line
+  ``UserError`` when the data does not fit the task);
+- ``carve(train, test, ev) -> Carve``: the validation split and the labelled pool (with its label fractions)
+  that nothing but validation chooses on;
+- ``num_outputs(dataset)``; ``features``: what frozen protocols read, "pooled" (default) or "tokens";
+  optionally ``raw_features(split, spec)``: the raw-input baseline (else the modality's);
+- ``frozen(protocol, (train features, train y), {split: (features, y)}, num_outputs, ev) -> ({split: value or
+  {metric: value}}, what was chosen on validation)``;
+- ``head(dim, num_outputs, generator)``, ``loss(outputs, y)``, ``score(predictions, y)`` for fine-tuning.
+
+``evaluate()`` sets ``task.device`` (the run's device) before scoring, for tasks that train heads of their own.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.data import SequenceLabels
+from selfsup.data import SequenceLabels, balanced_subset, validation_split
 from selfsup.errors import UserError
 from selfsup.evaluate.protocols import knn_predict, linear_probe
 from selfsup.evaluate.sparse import is_sparse, sparse_knn_predict, sparse_linear_probe
 from selfsup.registry import TASKS
+
+
+@dataclass
+class Carve:
+    """What a task evaluates on: ``splits`` {"pool", "val", "test"}, ``subsets`` {label fraction: positions in
+    the pool}, a ``note`` for the log, ``sizes`` for ``eval_cost.json`` (default: the splits' lengths) and
+    ``index`` {split: ("train" | "test", positions)} where the splits came from (the text baseline reads the
+    documents there)."""
+
+    splits: dict
+    subsets: dict
+    note: str
+    sizes: dict = field(default_factory=dict)
+    index: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        keys = {"labelled_pool": "pool", "validation": "val", "test": "test"}
+        self.sizes = self.sizes or {k: len(self.splits[s]) for k, s in keys.items()}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` (a row's) is better: accuracy yes; error rates (EER, CER, WER) no."""
+    for _, task in TASKS.items():
+        if metric in getattr(task, "metrics", (task.metric,)):
+            return task.higher_is_better
+    return True
 
 
 @TASKS.register("classify")
@@ -25,8 +67,12 @@ class Classify:
 
     name = "classify"
     metric = "accuracy"
+    metrics = ("accuracy",)
     higher_is_better = True
     protocols = ("knn", "linear", "finetune")
+    default_protocols = ("knn", "linear")
+    timed_probes = True  # evaluate()'s estimate times knn / linear on slices of the problem
+    plots = True  # --plot: label efficiency, t-SNE by class, report.html
 
     def check(self, dataset, data_name: str) -> None:
         """Evaluation needs class labels on train and a labelled test split."""
@@ -37,6 +83,27 @@ class Classify:
             raise UserError(f"data {data_name!r} has a label sequence per sample; use a sequence task, not classify")
         if len(np.unique(np.asarray(dataset.train.y))) < 2:
             raise UserError(f"data {data_name!r} has a single class; classify needs at least two")
+
+    def splits(self, data, dataset, log=print):
+        """The dataset's labelled train and test splits."""
+        self.check(dataset, data.name)
+        return dataset.train, dataset.test
+
+    def carve(self, train, test, ev) -> Carve:
+        """A seeded, class-stratified validation split carved from ``train``; the label fractions are
+        class-balanced, nested subsets of the rest (the pool holds the samples some fraction uses)."""
+        y = np.asarray(train.y)
+        pool_idx, val_idx = validation_split(y, ev.val_fraction, ev.seed)
+        subsets = {frac: balanced_subset(y[pool_idx], frac, ev.seed) for frac in ev.labels}
+        used = np.unique(np.concatenate(list(subsets.values())))  # the pool samples any fraction needs
+        subsets = {frac: np.searchsorted(used, idx) for frac, idx in subsets.items()}  # positions within the pool
+        test_idx = np.arange(len(test))
+        splits = {"pool": train.take(pool_idx[used]), "val": train.take(val_idx), "test": test.take(test_idx)}
+        note = (f"{len(pool_idx)} labelled samples ({', '.join(f'{100 * f:g}%' for f in ev.labels)} of them), "
+                f"{len(val_idx)} validation, {len(test)} test")  # fmt: skip
+        sizes = {"labelled_pool": len(pool_idx), "validation": len(val_idx), "test": len(test)}
+        index = {"pool": ("train", pool_idx[used]), "val": ("train", val_idx), "test": ("test", test_idx)}
+        return Carve(splits, subsets, note, sizes, index)
 
     def num_outputs(self, dataset) -> int:
         return max(dataset.num_classes, int(np.max(dataset.train.y)) + 1)
@@ -80,4 +147,4 @@ class Classify:
         return (predictions.argmax(1).cpu() == y.cpu().long()).float().mean().item()
 
 
-__all__ = ["Classify"]
+__all__ = ["Carve", "Classify", "higher_is_better"]

@@ -6,7 +6,10 @@ A method class has ``modality`` (the spec kind it takes), ``Params`` (a dataclas
 ``eval_encoder`` (the module whose weights are evaluated; else ``encoder``), ``sync_bn`` (True: the
 paper's global BatchNorm under DDP) and ``resolve_params(params, num_samples)`` (parameters that
 depend on the data). It is built as ``cls(encoder, params, spec)`` and has ``views(x, generator,
-lengths=None)``, ``forward(views) -> Output`` and optionally ``after_step(step, total_steps)``.
+lengths=None)``, ``forward(views) -> Output`` and optionally ``after_step(step, total_steps)``,
+``set_word_pieces(table)`` (with ``wants_word_pieces``: whole-word masking) and ``prepare(dataset, generator,
+log)`` (data-dependent state fit once before the first step of a new run, kept in buffers so a resumed run
+restores it: HuBERT's k-means targets).
 """
 
 from __future__ import annotations

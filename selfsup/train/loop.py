@@ -51,6 +51,7 @@ CALIBRATION_MAX = 30
 MIN_USEFUL_STEPS = 50  # a budget that buys fewer steps than this says so
 REPLAN_SHARE = 0.25  # a duration budget is re-planned at this share of its first plan ...
 REPLAN_MIN_STEPS = 8  # ... when that is at least this many steps
+PREPARE_TAG = -1  # seeds method.prepare's generator with (seed, -1): no step's views use it
 
 
 @dataclass
@@ -107,6 +108,10 @@ class Trainer:
                      "segments": 0}  # fmt: skip
         if resume:
             self._load_checkpoint()
+        elif hasattr(method, "prepare"):  # data-dependent set-up before step 1 (HuBERT's k-means targets), seeded;
+            # kept in the method's buffers, so a resumed run restores it from its checkpoint instead
+            g = torch.Generator().manual_seed(_seed_for(t.seed, PREPARE_TAG))
+            method.prepare(dataset, g, self._say)
         self.model = method
         if self.world > 1:
             self.model = DDP(method, device_ids=[device] if device.type == "cuda" else None)

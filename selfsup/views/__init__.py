@@ -1,5 +1,15 @@
 """Batched, generator-driven data augmentation ("views") for self-supervised learning."""
 
+from selfsup.views.audio import (
+    add_noise,
+    apply_gain,
+    random_gain,
+    random_noise,
+    random_segment,
+    random_speed,
+    speed_lengths,
+    speed_perturb,
+)
 from selfsup.views.image import (
     BLUR_MIN_SIZE,
     ImageAugment,
@@ -60,6 +70,15 @@ __all__ = [
     "random_block_mask",
     "random_token_mask",
     "visible_count",
+    # waveforms
+    "add_noise",
+    "apply_gain",
+    "random_gain",
+    "random_noise",
+    "random_segment",
+    "random_speed",
+    "speed_lengths",
+    "speed_perturb",
 ]
 
 

@@ -1,0 +1,617 @@
+"""Speech pretraining throughput: selfsup's tera beside a plain PyTorch (s3prl-style) pipeline of the same model.
+
+Both sides train the same network from the same initial weights: TERA (selfsup ``tera``, its ``SpecHead`` and
+L1 loss at the altered positions) on selfsup's ``speech_transformer`` (``--size``: tiny on CPU, base on CUDA),
+on the same clips in the same batches (a seeded permutation of the synth-speech train clips), with the same
+optimizer (selfsup's ``build_optimizer("adamw")``, TERA's lr per 256 utterances and weight decay), the same
+memory format (``selfsup.precision.channels_last_for``) and bf16 autocast on CUDA. What differs is the input
+pipeline:
+
+* selfsup -- stepped as ``selfsup.train.loop.Trainer`` steps a method: the clips of a step zero-padded into
+  one float batch [B, T] + lengths (``Waveforms.batch``), moved to the device, ``TERA.views(x, generator,
+  lengths)`` under no_grad (log-mel, per-utterance normalization and all three alterations, batched on the
+  device, no per-utterance Python), forward, backward, the finite check of the loss and the gradient norm, step.
+* baseline -- the way s3prl's TERA pretraining feeds its model: a ``torch.utils.data.DataLoader`` over
+  utterances whose ``__getitem__`` computes that utterance's log-mel (the same ``LogMel`` front end, called on
+  the one clip, which also normalizes it) and builds its TERA alterations in numpy (round(0.15 F / 7) distinct
+  runs of 7 frames, zeroed with probability 0.8, replaced by other runs of the utterance 0.1, kept 0.1; one band
+  of 0..20% of the mel bins zeroed; Gaussian noise of std 0.2 with probability 0.15), and a ``collate_fn``
+  that pads the frames, the clean targets and the altered-position masks; ``--workers`` loader processes
+  (one pipeline per value). Then the plain model's forward on the pre-made frames (``TERA.reconstruct``:
+  ``encode_frames`` + the head, and ``masked_l1``), backward, ``clip_grad_norm_`` at 5 (TERA's configuration)
+  with a finite check, step.
+
+Each pipeline runs in its own subprocess (benchmarks/procs.py: peak RSS and PSS of its process tree from /proc,
+the other processes' load; on CPU the pipelines take turns of ``--slice`` seconds, the others stopped).
+Reported: frames/s (valid 10 ms log-mel frames of the clips per second over the timed steps: 1 + samples // 160
+per clip, padding not counted), the ratio selfsup / baseline, peak memory, the machine and the versions.
+Without synth-speech in selfsup's cache (``selfsup data get synth-speech``), or with ``--synthetic``, the clips
+are synthetic harmonic "voices", flagged as such in the output.
+
+    python benchmarks/speech_throughput.py --device cpu                 # results/speech_cpu.json
+    python benchmarks/speech_throughput.py --device cpu --rounds 3      # the median of 3 rounds
+    python benchmarks/speech_throughput.py --device cuda --compile      # untested: no GPU where it was written
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import KIB, QUIET_LOAD, _mib
+from procs import PSS_INTERVAL, run_pipelines
+from text_throughput import _machine, _own_peak_rss
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(1, str(ROOT))  # selfsup from this checkout, installed or not
+SELFSUP, BASELINE = "selfsup", "baseline"
+SIZES = ("tiny", "small", "base")
+CLIP_NORM = 5.0  # TERA's released configuration (gradient_clipping), as s3prl's runner applies it
+SYNTHETIC_CLIPS = 256  # at most this many distinct synthetic clips (the order wraps around them)
+ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _workers_of(role: str) -> int:
+    return int(role.split("-w", 1)[1]) if role.startswith(BASELINE) else 0
+
+
+def _label(role: str) -> str:
+    if role == SELFSUP:
+        return "selfsup tera (batched views in-process)"
+    w = _workers_of(role)
+    return f"baseline (DataLoader, per-utterance features, {w} worker{'' if w == 1 else 's'})"
+
+
+# =============================================================================== the data (in the parent)
+
+
+def _synthetic_clips(n: int, seed: int):
+    """``n`` harmonic 'voices' of 1-5.6 s (synth-speech's range) at 16 kHz: 12 harmonics of a gliding pitch
+    (90-260 Hz) under a 3-6 Hz syllable-like loudness wave, plus a little noise; int16 Waveforms."""
+    import numpy as np
+
+    from selfsup.data.audio import SAMPLE_RATE, Waveforms, to_int16
+
+    rng = np.random.default_rng(seed)
+    clips = []
+    for _ in range(n):
+        t = np.arange(int(rng.integers(16_000, 90_000))) / SAMPLE_RATE
+        f0, glide = rng.uniform(90, 260), rng.uniform(-60, 60)
+        phase = 2 * np.pi * (f0 * t + 0.5 * glide * t * t / max(t[-1], 1e-3))
+        voice = sum(np.sin(h * phase) / h for h in range(1, 13))
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 2 * np.pi))
+        clips.append(to_int16(0.15 * voice * envelope + 0.002 * rng.standard_normal(len(t))))
+    return Waveforms.from_clips(clips)
+
+
+def _prepare_data(args, folder: Path) -> dict:
+    """The clips both sides train on and their order (``batch x (warmup + steps)`` positions of a seeded
+    permutation, wrapping if the set is small), written to ``folder``; synthetic clips too where needed."""
+    import numpy as np
+
+    from selfsup.data.spec import AudioSpec
+    from selfsup.errors import UserError
+
+    need, clips, note = args.batch * (args.warmup + args.steps), None, "--synthetic" if args.synthetic else None
+    if not args.synthetic:
+        try:
+            from selfsup.data.named_speech import synth_speech_splits
+
+            clips = synth_speech_splits()["train"].x
+        except UserError as e:
+            note = f"synth-speech is not cached ({e})"
+    folder.mkdir(parents=True, exist_ok=True)
+    if clips is not None:
+        source, clips_folder = f"synth-speech train ({len(clips)} clips)", None
+    else:
+        _log(f"SYNTHETIC clips (harmonic voices): {note}")
+        clips = _synthetic_clips(min(need, SYNTHETIC_CLIPS), args.seed)
+        np.save(folder / "audio.npy", clips.flat)
+        np.save(folder / "offsets.npy", clips.offsets)
+        source, clips_folder = f"synthetic harmonic voices ({len(clips)} clips)", str(folder)
+    order = np.resize(np.random.default_rng(args.seed).permutation(len(clips)), need)
+    np.save(folder / "order.npy", order.astype(np.int64))
+    spec, lens = AudioSpec(), clips.lengths[order]
+    if args.max_seconds:
+        lens = np.minimum(lens, int(args.max_seconds * spec.sample_rate))
+    frames = 1 + lens // spec.hop
+    steps = frames.reshape(-1, args.batch)
+    return {"source": source, "synthetic": clips_folder is not None, "synthetic_reason": note,
+            "clips_folder": clips_folder, "folder": str(folder), "clips_available": len(clips),
+            "clips_used": need, "distinct_clips_used": min(need, len(clips)),
+            "mean_clip_seconds": float(lens.mean() / spec.sample_rate),
+            "valid_frame_share": float(steps.sum() / (steps.max(1) * args.batch).sum())}  # fmt: skip
+
+
+# =============================================================================== the two sides (in a subprocess)
+
+
+def _load_clips(data: dict):
+    import numpy as np
+
+    from selfsup.data.audio import Waveforms
+
+    if data["clips_folder"]:
+        f = Path(data["clips_folder"])
+        return Waveforms(np.load(f / "audio.npy", mmap_mode="r"), np.load(f / "offsets.npy"))
+    from selfsup.data.named_speech import synth_speech_splits
+
+    return synth_speech_splits()["train"].x
+
+
+def _build(args, device):
+    """The same TERA model on both sides: seeded, built as the Trainer builds a method (``build_method``);
+    channels_last where ``selfsup.precision`` says so; its AdamW."""
+    import torch
+
+    from selfsup.config import EncoderConfig, MethodConfig, RunConfig
+    from selfsup.data.spec import AudioSpec
+    from selfsup.methods import build_method
+    from selfsup.precision import channels_last_for, to_channels_last
+    from selfsup.train.optim import build_optimizer
+
+    spec = AudioSpec()
+    torch.manual_seed(args.seed)
+    cfg = RunConfig(encoder=EncoderConfig("speech_transformer", {"size": args.size}), method=MethodConfig("tera"))
+    method = build_method(cfg, spec).to(device)
+    cl = channels_last_for(method, device)
+    if cl:
+        to_channels_last(method)
+    d = type(method).defaults
+    lr_per_256 = d["lr"] if device.type == "cuda" else d.get("cpu_lr", d["lr"])
+    opt = build_optimizer(method, d["optimizer"], lr_per_256 * args.batch / 256, d["weight_decay"])
+    return spec, method, opt, cl
+
+
+def _selfsup_side(args, device, clips, order):
+    import torch
+
+    from selfsup.precision import autocast
+
+    spec, method, opt, cl = _build(args, device)
+    train = torch.compile(method) if args.compile else method
+    b, crop = args.batch, int(args.max_seconds * spec.sample_rate) if args.max_seconds else None
+
+    def batch(i):
+        x, lengths = clips.batch(order[i * b : (i + 1) * b])  # [B, longest] float32, lengths [B]
+        if crop:
+            x, lengths = x[:, :crop], lengths.clamp_max(crop)
+        x, lengths = x.to(device, non_blocking=True), lengths.to(device)
+        g = torch.Generator(device).manual_seed(args.seed * 1_000_003 + i)
+        with torch.no_grad():
+            return method.views(x, g, lengths)
+
+    def step(views, i):
+        with autocast(device):
+            loss = train(views).loss
+        loss.backward()
+        grads = [p.grad for p in method.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if not bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)):  # the Trainer's one host sync
+            raise RuntimeError(f"loss or gradients not finite at step {i}")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return method, cl, opt, batch, step, lambda: None, None
+
+
+class _Utterances:
+    """s3prl-style: one utterance per item, its features and its TERA alterations computed here (in a loader
+    worker, or in the training process with 0 workers). Item ``j`` is position ``j`` of the shared order."""
+
+    def __init__(self, clips, order, spec, params, crop: int | None, seed: int):
+        from selfsup.encoders.speech import LogMel
+
+        self.clips, self.order, self.params, self.crop, self.seed = clips, order, params, crop, seed
+        self.logmel = LogMel(spec)  # the encoder's front end (no parameters), here on one clip at a time
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, j: int):
+        import numpy as np
+        import torch
+
+        clip = self.clips[int(self.order[j])]
+        clip = clip[: self.crop] if self.crop else clip
+        wave = torch.from_numpy(np.asarray(clip, dtype=np.float32) * (1.0 / 32768.0))
+        with torch.no_grad():
+            frames, _ = self.logmel(wave[None])  # [1, F, M], normalized over the clip (CMVN)
+        clean = frames[0].numpy()
+        altered, where = self.alter(clean, np.random.default_rng((self.seed, j)))
+        return torch.from_numpy(altered), torch.from_numpy(clean), torch.from_numpy(where)
+
+    def alter(self, clean, rng):
+        """One utterance's TERA alterations in numpy: -> (altered frames [F, M], positions the loss reads)."""
+        import numpy as np
+
+        p, (F, M) = self.params, clean.shape
+        out, where = clean.copy(), np.zeros((F, M), dtype=bool)
+        runs = int(round(F * p.mask_prob / p.mask_span)) if F > p.mask_span else 0
+        if runs:
+            span = np.arange(p.mask_span)
+            rows = (rng.choice(F - p.mask_span + 1, runs, replace=False)[:, None] + span).ravel()
+            dice = rng.random()
+            if dice < p.zero_p:
+                out[rows] = 0.0
+            elif dice < p.zero_p + p.random_p:  # other runs of the same utterance
+                src = (rng.choice(F - p.mask_span + 1, runs, replace=False)[:, None] + span).ravel()
+                out[rows] = clean[src]
+            where[rows] = True
+        widest = int(p.freq_mask * M)
+        if widest:
+            width = int(rng.integers(0, widest + 1))
+            start = int(rng.integers(0, M - width + 1))
+            out[:, start : start + width] = 0.0
+            where[:, start : start + width] = True
+        if rng.random() < p.noise:
+            out += rng.normal(0.0, p.noise_std, size=out.shape).astype(np.float32)
+        return out, where
+
+
+def _pad(items):
+    """collate_fn: pad the utterances' altered frames, clean frames and masks to the longest; frame lengths."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    altered, clean, where = zip(*items)
+    lengths = torch.tensor([len(a) for a in altered], dtype=torch.long)
+    return (pad_sequence(altered, batch_first=True), pad_sequence(clean, batch_first=True),
+            pad_sequence(where, batch_first=True), lengths)  # fmt: skip
+
+
+def _baseline_side(args, device, clips, order, workers: int):
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from selfsup.methods.tera import masked_l1
+    from selfsup.precision import autocast
+
+    spec, method, opt, cl = _build(args, device)
+
+    class Plain(nn.Module):
+        """The model as a plain training loop calls it: altered frames in, the L1 at the altered positions out."""
+
+        def __init__(self, tera):
+            super().__init__()
+            self.tera = tera
+
+        def forward(self, altered, clean, where, lengths):
+            pred, _ = self.tera.reconstruct(altered, lengths)
+            return masked_l1(pred, clean, where)
+
+    plain = Plain(method)
+    train = torch.compile(plain) if args.compile else plain
+    b, crop = args.batch, int(args.max_seconds * spec.sample_rate) if args.max_seconds else None
+    data = _Utterances(clips, order, spec, method.params, crop, args.seed)
+    batches = [list(range(i * b, (i + 1) * b)) for i in range(args.warmup + args.steps)]
+    loader = DataLoader(data, batch_sampler=batches, collate_fn=_pad, num_workers=workers,
+                        pin_memory=device.type == "cuda")  # fmt: skip
+    state = {"batches": iter(loader)}
+    del loader  # held by the iterator alone: ``close`` ends the workers
+
+    def batch(i):
+        return tuple(t.to(device, non_blocking=True) for t in next(state["batches"]))
+
+    def step(inputs, i):
+        with autocast(device):
+            loss = train(*inputs)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(method.parameters(), CLIP_NORM)
+        if not bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)):
+            raise RuntimeError(f"loss or gradients not finite at step {i}")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def close() -> None:
+        state.clear()
+        gc.collect()
+
+    def feature_cpu() -> float:  # the per-utterance work of one batch, in one process at one thread
+        torch.set_num_threads(1)
+        for j in range(4):  # the first calls in a process are slower
+            data[j]
+        c0 = time.process_time()
+        _pad([data[j] for j in range(b)])
+        return time.process_time() - c0
+
+    return method, cl, opt, batch, step, close, feature_cpu
+
+
+def _run_role(args) -> dict:
+    """A measured subprocess: build one side, run warm-up + timed steps, report monotonic step marks."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device, cuda = torch.device(args.device), args.device == "cuda"
+    clips = _load_clips(args.data)
+    order = np.load(Path(args.data["folder"]) / "order.npy")
+    workers = _workers_of(args.role)
+    if args.role == SELFSUP:
+        method, cl, opt, batch, step, close, feature_cpu = _selfsup_side(args, device, clips, order)
+    else:
+        method, cl, opt, batch, step, close, feature_cpu = _baseline_side(args, device, clips, order, workers)
+    params = sum(p.numel() for p in method.parameters())
+    _log(f"  [{args.role}] built on {device}: {params:,} parameters, {args.threads} threads, batch {args.batch}")
+    hop, rate = method.encoder.spec.hop, method.encoder.spec.sample_rate
+    b, crop = args.batch, int(args.max_seconds * rate) if args.max_seconds else None
+    marks, spans, frames, padded, loss = [], [], [], [], None  # monotonic clock: the parent matches its samples
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            marks.append(time.monotonic())
+        t = time.monotonic()
+        inputs = batch(i)
+        spans.append((t, time.monotonic()))  # selfsup: making the views; baseline: waiting for the loader
+        loss = step(inputs, i)
+        if cuda:
+            torch.cuda.synchronize(device)
+        if i >= args.warmup:
+            marks.append(time.monotonic())
+            lens = clips.lengths[order[i * b : (i + 1) * b]]
+            lens = np.minimum(lens, crop) if crop else lens
+            frames.append(int((1 + lens // hop).sum()))
+            padded.append(int(b * (1 + lens.max() // hop)))
+    threads = torch.get_num_threads()
+    close()  # joins the loader workers, so RUSAGE_CHILDREN covers them
+    peak_rss, peak_rss_source = _own_peak_rss()
+    return {"role": args.role, "batch_size": b, "steps": args.steps, "step_marks": marks,
+            "data_spans": spans[args.warmup :], "step_frames": frames, "step_padded_frames": padded,
+            "final_loss": float(loss.float()), "threads": threads, "workers": workers, "params": params,
+            "channels_last": cl, "lr": opt.param_groups[0]["lr"], "autocast": "bf16" if cuda else None,
+            "compile": args.compile, "feature_cpu_s_per_batch": feature_cpu() if feature_cpu else None,
+            "ru_maxrss_self_bytes": peak_rss, "ru_maxrss_self_source": peak_rss_source,  # procs reads this key
+            "ru_maxrss_children_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB,
+            "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}  # fmt: skip
+
+
+# =============================================================================== summary, table, JSON
+
+
+def _summarize_side(rs: list[dict]) -> dict:
+    steps = [(n, dt, load) for r in rs
+             for n, dt, load in zip(r["step_frames"], r["step_seconds"],
+                                    r.get("step_other_load_cores") or [None] * r["steps"])]  # fmt: skip
+    quiet = [(n, dt) for n, dt, load in steps if load is not None and load < QUIET_LOAD]
+    loads = [r["other_load_cores"] for r in rs if r.get("other_load_cores") is not None]
+    costs = [r["feature_cpu_s_per_batch"] for r in rs if r.get("feature_cpu_s_per_batch") is not None]
+    return {
+        "frames_per_s": statistics.median(sum(r["step_frames"]) / r["seconds"] for r in rs),
+        "frames_per_s_rounds": [round(sum(r["step_frames"]) / r["seconds"], 1) for r in rs],
+        "frames_per_s_median_step": statistics.median(
+            statistics.median(n / dt for n, dt in zip(r["step_frames"], r["step_seconds"])) for r in rs
+        ),
+        "frames_per_s_quiet": sum(n for n, _ in quiet) / sum(dt for _, dt in quiet) if quiet else None,
+        "quiet_steps": len(quiet),
+        "utterances_per_s": statistics.median(r["images_per_s"] for r in rs),  # procs counts batch rows
+        "valid_frame_share": sum(sum(r["step_frames"]) for r in rs) / sum(sum(r["step_padded_frames"]) for r in rs),
+        "batch_ms_per_step": 1e3 * statistics.median(statistics.mean(r["views_seconds"]) for r in rs),
+        "feature_cpu_s_per_batch": statistics.median(costs) if costs else None,
+        "other_load_cores": max(loads) if loads else None,
+        "peak_rss_bytes": max(r["tree_peak_rss_bytes"] for r in rs),
+        "peak_pss_bytes": max((r.get("tree_peak_pss_bytes") or 0) for r in rs) or None,
+        "main_peak_rss_bytes": max(r["ru_maxrss_self_bytes"] for r in rs),
+        "children_peak_rss_bytes": max(r["ru_maxrss_children_bytes"] for r in rs) or None,
+        "cuda_max_allocated_bytes": max((r.get("cuda_max_allocated_bytes") or 0) for r in rs) or None,
+        "final_loss": rs[-1]["final_loss"],
+        "workers": rs[0]["workers"],
+        "params": rs[0]["params"],
+        "lr": rs[0]["lr"],
+        "channels_last": rs[0]["channels_last"],
+    }
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict:
+    sides = {role: _summarize_side(rs) for role, rs in runs.items()}
+    a, ratios = sides[SELFSUP], {}
+    for role, s in sides.items():
+        if role == SELFSUP:
+            continue
+        q = (a["frames_per_s_quiet"], s["frames_per_s_quiet"])
+        ratios[role] = {"all_steps": a["frames_per_s"] / s["frames_per_s"],
+                        "median_step": a["frames_per_s_median_step"] / s["frames_per_s_median_step"],
+                        "quiet_steps": q[0] / q[1] if all(q) else None,
+                        "peak_pss": (a["peak_pss_bytes"] / s["peak_pss_bytes"]
+                                     if a["peak_pss_bytes"] and s["peak_pss_bytes"] else None)}  # fmt: skip
+    fastest = max((r for r in sides if r != SELFSUP), key=lambda r: sides[r]["frames_per_s"])
+    return {"sides": sides, "ratios_selfsup_over_baseline": ratios, "fastest_baseline": fastest,
+            "ratio_selfsup_over_fastest_baseline": ratios[fastest]["all_steps"]}  # fmt: skip
+
+
+def print_table(summary: dict, cuda: bool) -> None:
+    cols = ["pipeline", "frames/s", "by median step", "utterances/s", "batch, ms/step"]
+    cols += [] if cuda else ["other load (cores)", f"frames/s, quiet steps (other load < {QUIET_LOAD:g})"]
+    cols += ["peak RSS (tree)", "peak PSS (tree)", "peak RSS (main)"] + (["CUDA max allocated"] if cuda else [])
+    cols += ["final loss"]
+    rows = []
+    for role, s in summary["sides"].items():
+        load, quiet = s["other_load_cores"], s["frames_per_s_quiet"]
+        rows.append([_label(role), f"{s['frames_per_s']:,.0f}", f"{s['frames_per_s_median_step']:,.0f}",
+                     f"{s['utterances_per_s']:.1f}", f"{s['batch_ms_per_step']:.0f}",
+                     *([] if cuda else ["-" if load is None else f"{load:.2f}",
+                                        "- (none)" if quiet is None else f"{quiet:,.0f} ({s['quiet_steps']} steps)"]),
+                     _mib(s["peak_rss_bytes"]), _mib(s["peak_pss_bytes"]), _mib(s["main_peak_rss_bytes"]),
+                     *([_mib(s["cuda_max_allocated_bytes"])] if cuda else []), f"{s['final_loss']:.3f}"])  # fmt: skip
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = lambda r: "| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) + " |"  # noqa: E501 # fmt: skip
+    print("\n" + line(cols))
+    print("|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
+    for r in rows:
+        print(line(r))
+    print()
+    for role, q in summary["ratios_selfsup_over_baseline"].items():
+        cost = summary["sides"][role]["feature_cpu_s_per_batch"]
+        print(f"selfsup / {_label(role)} = {q['all_steps']:.2f}x over all timed steps, {q['median_step']:.2f}x by "
+              f"the median step" + ("" if cuda or q["quiet_steps"] is None else
+                                    f", {q['quiet_steps']:.2f}x over the quiet steps")
+              + ("" if cost is None else f"; its per-utterance features + masks cost {1e3 * cost:.0f} ms of CPU "
+                 "per batch in one process at one thread"))  # fmt: skip
+    if not cuda:
+        r = summary["ratio_selfsup_over_fastest_baseline"]
+        print(f"against the fastest baseline ({summary['fastest_baseline']}): {r:.2f}x; the target on CPU is "
+              f">= 1.5x: {'met' if r >= 1.5 else 'NOT met'}")  # fmt: skip
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy", "selfsup"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+# =============================================================================== flags and the whole run
+
+
+def _parse(argv) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--size", choices=SIZES, help="speech_transformer size on both sides (default tiny on CPU, "
+                   "base on CUDA)")  # fmt: skip
+    p.add_argument("--batch", type=int, default=32, help="utterances per step (default 32, TERA's)")
+    p.add_argument("--steps", type=int, help="timed steps per run (default 15 on CPU, 50 on CUDA)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 3 on CPU, 10 on CUDA)")
+    p.add_argument("--workers", help="the baseline's DataLoader workers, comma-separated: one baseline pipeline "
+                   "each (default 0,1 on CPU, min(8, cores) on CUDA)")  # fmt: skip
+    p.add_argument("--max-seconds", type=float, default=0.0, help="crop every clip to this many seconds on both "
+                   "sides (default 0: whole clips, as the Trainer takes them)")  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
+    p.add_argument("--synthetic", action="store_true", help="synthetic clips even where synth-speech is cached")
+    p.add_argument("--threads", type=int, help="torch threads of each pipeline's main process (default: all cores)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds, each started by another pipeline; median reported")
+    p.add_argument("--slice", type=float, help="on CPU, the pipelines run at once, taking turns of this many "
+                   "seconds (default 5); 0: one after the other (always so on CUDA)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-interval", type=float, default=0.2, help="seconds between memory samples")
+    p.add_argument("--out", help="results JSON (default benchmarks/results/speech_<device>.json)")
+    for hidden in ("--role", "--settings", "--result"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.role:  # a measured subprocess: the parent's resolved settings
+        return argparse.Namespace(**{**json.loads(args.settings), "role": args.role, "result": args.result})
+    if min(args.steps or 1, args.rounds, args.batch) < 1 or min(args.warmup or 0, args.slice or 0) < 0:
+        p.error("--steps, --rounds and --batch must be at least 1, --warmup and --slice at least 0")
+    if args.max_seconds < 0:
+        p.error("--max-seconds must be 0 (whole clips) or more")
+    if args.workers is not None:
+        try:
+            args.workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
+        except ValueError:
+            p.error("--workers takes comma-separated integers, e.g. 0,1")
+        if not args.workers or min(args.workers) < 0:
+            p.error("--workers takes comma-separated integers of 0 or more, e.g. 0,1")
+    return args
+
+
+def _resolve(args, cores: int) -> None:
+    """Device-dependent defaults."""
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available here")
+    cuda = args.device == "cuda"
+    args.size = args.size or ("base" if cuda else "tiny")
+    args.steps = args.steps or (50 if cuda else 15)
+    args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 3)
+    args.workers = args.workers or ([min(8, cores)] if cuda else [0, 1])
+    args.threads = args.threads or cores
+    if cuda or not hasattr(signal, "SIGSTOP"):  # a stopped process's GPU work goes on: no slices
+        args.slice = 0.0
+    args.slice = 5.0 if args.slice is None else args.slice
+
+
+def _run(args, tmp: Path) -> dict[str, list[dict]]:
+    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "out")}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--settings", json.dumps(settings)]
+    roles = [SELFSUP] + [f"{BASELINE}-w{w}" for w in args.workers]
+    runs: dict[str, list[dict]] = {role: [] for role in roles}
+    for r in range(args.rounds):
+        order = roles[r % len(roles) :] + roles[: r % len(roles)]  # each round another pipeline goes first
+        print(f"round {r + 1}: " + (f"{', '.join(order)} taking turns of {args.slice:g} s" if args.slice
+                                    else "one after the other"), flush=True)  # fmt: skip
+        printed = io.StringIO()  # procs prints each run's rows/s as "images/s": reworded below
+        try:
+            with contextlib.redirect_stdout(printed):
+                groups = [order] if args.slice else [[role] for role in order]
+                results = [res for group in groups for res in run_pipelines(group, cmd, args, tmp)]
+        finally:
+            print(printed.getvalue().replace("images/s", "utterances/s"), end="", flush=True)
+        for res in results:
+            runs[res["role"]].append(res)
+    return runs
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    if args.role:
+        Path(args.result).write_text(json.dumps(_run_role(args)))
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _resolve(args, cores)
+    machine = _machine(args.device, cores)
+    with tempfile.TemporaryDirectory(prefix="speech-throughput-") as tmp:
+        args.data = _prepare_data(args, Path(tmp) / "data")  # outside the timings
+        d = args.data
+        print(f"data: {d['source']}{' [SYNTHETIC]' if d['synthetic'] else ''}; {d['clips_used']} clips used "
+              f"({d['distinct_clips_used']} distinct), {d['mean_clip_seconds']:.2f} s on average"
+              f"{f' (cropped to {args.max_seconds:g} s)' if args.max_seconds else ''}; "
+              f"{100 * d['valid_frame_share']:.0f}% of the padded frames valid")  # fmt: skip
+        model = f"tera on speech_transformer {args.size}, 80-bin log-mel, batch {args.batch}"
+        load_before, t0 = os.getloadavg(), time.perf_counter()
+        print(f"Speech pretraining throughput on {machine['name']}: {model}, {args.warmup} warm-up + {args.steps} "
+              f"timed steps, {args.threads} torch threads, baseline workers {','.join(map(str, args.workers))}"
+              f"{', torch.compile' if args.compile else ''}{', bf16 autocast' if args.device == 'cuda' else ', fp32'}"
+              f"; load average {load_before[0]:.2f}", flush=True)  # fmt: skip
+        runs = _run(args, Path(tmp))
+    wall, load_after = time.perf_counter() - t0, os.getloadavg()
+    summary = summarize(runs)
+    print(f"\nSpeech pretraining throughput, {machine['name']}: {model}, median of {args.rounds} round(s)")
+    print_table(summary, args.device == "cuda")
+    how = runs[SELFSUP][0]["memory_method"]
+    every = f" (RSS every {args.sample_interval:g} s, PSS every {PSS_INTERVAL:g} s)" if how == "/proc sampling" else ""
+    print(f"frames/s: valid 10 ms log-mel frames per second (padding not counted); batch, ms/step: making the views "
+          f"(selfsup) or waiting for the loader (baseline) in the training process; memory of each pipeline's process "
+          f"tree (main + loader workers): {how}{every}; load average {load_before[0]:.2f} before, "
+          f"{load_after[0]:.2f} after; {wall:.0f} s")  # fmt: skip
+    if args.data["synthetic"]:
+        print("NOTE: synthetic clips were used; run `selfsup data get synth-speech` for the real corpus")
+    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "out", "data")}
+    report = {"machine": machine, "device": args.device, "versions": _versions(), "settings": settings,
+              "model": model, "data": {k: v for k, v in args.data.items() if k not in ("folder", "clips_folder")},
+              "environment": {k: os.environ.get(k) for k in ENV_KEYS},
+              "load_average_before": load_before, "load_average_after": load_after, "wall_s": wall,
+              "summary": summary, "runs": runs}  # fmt: skip
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"speech_{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

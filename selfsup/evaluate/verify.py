@@ -1,0 +1,183 @@
+"""The ``verify`` task: speaker verification by cosine scoring of frozen pooled features; metric: equal error rate.
+
+- Data (``splits``): a background set (speakers of the training data) and a verification set of other
+  speakers: synth-speech's ``train`` and ``verify`` splits (the verification speakers are never heard in
+  pretraining and read sentences no training speaker reads); for an audio folder, a seeded (0) 20% of its
+  speakers (at least 2, leaving at least 1) verify and the rest are the background (on a folder the
+  verification speakers' clips may have been pretrained on, unlabelled; they are never in the background).
+- Validation (``carve``): the verification speakers are split in seeded halves, validation and test (with 2-3
+  speakers, each speaker's clips are halved instead: the halves then share speakers). The background is a
+  seeded sample of at most ``BACKGROUND`` training clips; its speaker labels are never read.
+- Trials, on each half: every same-speaker pair of clips (a seeded sample of ``eval.verify_trials`` when there
+  are more) and an equal number of seeded different-speaker pairs (fewer only when fewer exist). The same
+  trials score every encoder.
+- Protocol ``cosine``: the cosine similarity of the two clips' pooled features, after a score normalization
+  chosen on validation among ``none``, ``center`` (the background's mean subtracted) and ``standardize`` (and
+  divided by its standard deviation per dimension); ties go to the simpler. No label fractions apply: rows
+  carry ``labels`` 1.0 (nothing is trained; the trials read all of the verification set's speaker labels).
+- Baselines: the random-init encoder and MFCC statistics (``evaluate/mfcc.py``), scored the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from selfsup.errors import UserError
+from selfsup.evaluate.speech_data import audio_folder, concat, speaker_halves, speakers_of
+from selfsup.evaluate.tasks import Carve
+from selfsup.registry import TASKS
+
+BACKGROUND = 1000  # training clips whose features give the normalization statistics (a seeded sample)
+VERIFY_SHARE = 0.2  # an audio folder's speakers kept for verification (as synth-speech's)
+NORMS = ("none", "center", "standardize")
+_ENUMERATE = 5_000_000  # pairs: up to this many, different-speaker pairs are drawn from the full list
+
+
+def equal_error_rate(scores, same) -> float:
+    """EER of trial ``scores`` (higher: more likely the same speaker) with ``same`` [N] (bool): the rate where
+    false acceptances (different-speaker trials scored at or above the threshold) and false rejections (same-
+    speaker trials below it) are equal, interpolated linearly between the thresholds at the scores. Perfect
+    separation is 0, reversed 1, chance 0.5."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(same, dtype=bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        raise ValueError("EER needs same-speaker and different-speaker trials")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last trial of each group of tied scores
+    frr = np.r_[1.0, 1.0 - np.cumsum(y)[last] / pos]  # thresholds from above the highest score down
+    far = np.r_[0.0, np.cumsum(~y)[last] / neg]
+    k = int(np.argmax(far >= frr))  # the first threshold where acceptances catch up (k >= 1: far 0 < frr 1)
+    before, after = frr[k - 1] - far[k - 1], frr[k] - far[k]  # > 0, <= 0
+    t = before / (before - after)
+    return float(far[k - 1] + t * (far[k] - far[k - 1]))
+
+
+def trials(speakers, seed: int, max_same: int = 20000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trial pairs (i, j, same) over clips of ``speakers`` [N]: every same-speaker pair i < j (a seeded sample of
+    ``max_same`` when there are more), and as many seeded different-speaker pairs (all, when fewer exist)."""
+    spk = np.asarray(speakers)
+    n = len(spk)
+    rng = np.random.default_rng(seed)
+    same = []
+    for name in np.unique(spk):
+        own = np.flatnonzero(spk == name)
+        a, b = np.triu_indices(len(own), 1)
+        same.append(np.stack([own[a], own[b]], 1))
+    same = np.concatenate(same) if same else np.zeros((0, 2), np.int64)
+    different = n * (n - 1) // 2 - len(same)  # every pair of clips of two speakers
+    if len(same) > max_same:
+        same = same[np.sort(rng.choice(len(same), max_same, replace=False))]
+    k = min(len(same), different)
+    if n * (n - 1) // 2 <= _ENUMERATE or k > different // 4:
+        a, b = np.triu_indices(n, 1)
+        diff = np.flatnonzero(spk[a] != spk[b])
+        diff = diff[np.sort(rng.choice(len(diff), k, replace=False))]
+        other = np.stack([a[diff], b[diff]], 1)
+    else:  # too many to list, and plenty: draw pairs, keep new different-speaker ones
+        seen: set = set()
+        while len(seen) < k:
+            i, j = rng.integers(0, n, 2 * k), rng.integers(0, n, 2 * k)
+            for p, q in zip(np.minimum(i, j).tolist(), np.maximum(i, j).tolist()):
+                if p != q and spk[p] != spk[q] and len(seen) < k:
+                    seen.add((p, q))
+        other = np.array(sorted(seen), dtype=np.int64).reshape(-1, 2)
+    pairs = np.concatenate([same, other]).astype(np.int64)
+    labels = np.r_[np.ones(len(same), bool), np.zeros(len(other), bool)]
+    return pairs[:, 0], pairs[:, 1], labels
+
+
+def cosine_scores(feats: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    f = F.normalize(feats.float(), dim=1)
+    ii, jj = torch.from_numpy(i), torch.from_numpy(j)
+    return (f[ii] * f[jj]).sum(1).numpy()
+
+
+@TASKS.register("verify")
+class Verify:
+    """Speaker verification on speakers never trained on; metric: equal error rate (lower is better)."""
+
+    name = "verify"
+    metric = "eer"
+    metrics = ("eer",)
+    higher_is_better = False
+    protocols = ("cosine",)
+    default_protocols = ("cosine",)
+    features = "pooled"
+
+    def splits(self, data, ds, log=print):
+        """(background, verification): clips of disjoint speakers."""
+        if ds.spec.kind != "audio":
+            raise UserError(f"--task verify is speaker verification; data {data.name!r} is not audio "
+                            "(use --task classify)")  # fmt: skip
+        if data.name == "synth-speech":
+            from selfsup.data import synth_speech_splits
+
+            parts = synth_speech_splits()
+            return parts["train"], parts["verify"]
+        if not audio_folder(data.name):
+            raise UserError(f"--task verify needs speakers held out of training; data {data.name!r} has none "
+                            "(use synth-speech or an audio folder with one sub-folder per speaker)")  # fmt: skip
+        everything = concat(ds.train, ds.test)
+        spk = speakers_of(everything, "--task verify")
+        names = np.unique(spk)
+        if len(names) < 3:
+            raise UserError(f"--task verify needs at least 3 speakers in {data.name} (one sub-folder each), "
+                            f"found {len(names)}")  # fmt: skip
+        n_verify = min(len(names) - 1, max(2, round(VERIFY_SHARE * len(names))))
+        held = np.random.default_rng(0).permutation(names)[:n_verify]
+        in_verify = np.isin(spk, held)
+        return everything.take(np.flatnonzero(~in_verify)), everything.take(np.flatnonzero(in_verify))
+
+    def carve(self, train, test, ev) -> Carve:
+        rng = np.random.default_rng(ev.seed)
+        pick = np.sort(rng.permutation(len(train))[:BACKGROUND])
+        spk = speakers_of(test, "--task verify")
+        val_idx, test_idx, disjoint = speaker_halves(spk, ev.seed)
+        ids = np.unique(spk, return_inverse=True)[1].astype(np.int64)  # y: the verification set's speaker ids
+        test = dataclasses.replace(test, y=ids)
+        splits = {"pool": train.take(pick), "val": test.take(val_idx), "test": test.take(test_idx)}
+        halves = "speaker-disjoint halves" if disjoint else "halves of each speaker's clips (2-3 speakers)"
+        note = (f"{len(np.unique(spk))} verification speakers, {len(test)} clips in {halves}: {len(val_idx)} "
+                f"validation, {len(test_idx)} test; {len(pick)} background clips of other speakers; "
+                "no label fractions (rows at labels 1.0)")  # fmt: skip
+        return Carve(splits, {1.0: np.arange(len(pick))}, note)
+
+    def num_outputs(self, ds) -> int:
+        return 0
+
+    def raw_features(self, split, spec) -> torch.Tensor:
+        from selfsup.evaluate.mfcc import mfcc_stats
+
+        return mfcc_stats(split.x, spec)
+
+    def frozen(self, protocol: str, train, eval_sets: dict, num_outputs: int, ev) -> tuple[dict, dict]:
+        """``cosine``: EER of each eval set's trials, with the score normalization chosen on
+        ``eval_sets["val"]`` -> ({split: EER}, {"norm": ...})."""
+        if protocol != "cosine":
+            raise ValueError(f"verify has no frozen protocol {protocol!r}")
+        bg = train[0].float()
+        mu = bg.mean(0) if len(bg) else None
+        sd = bg.std(0).clamp_min(1e-6) if len(bg) > 1 else None
+        norms = {"none": lambda f: f}
+        if mu is not None:
+            norms["center"] = lambda f: f - mu
+        if sd is not None:
+            norms["standardize"] = lambda f: (f - mu) / sd
+        eers: dict[str, dict[str, float]] = {k: {} for k in norms}
+        for split, (f, y) in eval_sets.items():
+            i, j, same = trials(np.asarray(y), ev.seed, ev.verify_trials)
+            if same.all() or not same.any():
+                raise UserError(f"verify: the {split} half has no {'different' if same.all() else 'same'}-speaker "
+                                "trials; it needs at least 2 speakers with 2 clips each")  # fmt: skip
+            for name, norm in norms.items():
+                eers[name][split] = equal_error_rate(cosine_scores(norm(f.float()), i, j), same)
+        chosen = min(norms, key=lambda k: eers[k]["val"]) if "val" in eval_sets else "none"
+        return eers[chosen], {"norm": chosen}
+
+
+__all__ = ["BACKGROUND", "Verify", "cosine_scores", "equal_error_rate", "trials"]

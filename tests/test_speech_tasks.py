@@ -1,0 +1,236 @@
+"""The speech tasks of evaluation: ``verify`` (speaker verification, EER) and ``ctc`` (speech to text, CER / WER).
+
+Metrics on hand-worked cases, the trials and splits (seeded, speaker-disjoint), greedy CTC decoding, a linear CTC
+head that learns, and `selfsup eval RUN --task verify|ctc` end to end on a tiny tera run over synth-speech small."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from selfsup.cli import main
+from selfsup.config import DataConfig, EvalConfig
+from selfsup.data import Dataset, SequenceLabels, Split, fetch, load_dataset, synth_speech_splits
+from selfsup.data.audio import transcript_text
+from selfsup.data.spec import AudioSpec
+from selfsup.errors import UserError
+from selfsup.evaluate import format_table
+from selfsup.evaluate.ctc import CTC, edit_distance, error_rates, fit_ctc_heads, greedy_decode, logmel_tokens
+from selfsup.evaluate.features import TokenFeatures
+from selfsup.evaluate.tasks import higher_is_better
+from selfsup.evaluate.verify import Verify, equal_error_rate, trials
+from selfsup.registry import PROTOCOLS, TASKS
+from tests.conftest import image_spec
+from tests.test_speech_run import SMALL, voice
+
+# ----------------------------------------------------------------------------- verify: EER and trials
+
+
+def test_eer_on_hand_made_scores():
+    same = np.array([1, 1, 1, 0, 0, 0], bool)
+    assert equal_error_rate([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], same) == 0.0  # perfectly separated
+    assert equal_error_rate([0.1, 0.2, 0.3, 0.7, 0.8, 0.9], same) == 1.0  # reversed
+    assert equal_error_rate(np.full(6, 0.5), same) == pytest.approx(0.5)  # all tied: chance
+    # targets 0.9, 0.6, 0.4; non-targets 0.7, 0.3, 0.2: at threshold 0.6 one false accept (0.7) of three and one
+    # false reject (0.4) of three
+    assert equal_error_rate([0.9, 0.6, 0.4, 0.7, 0.3, 0.2], same) == pytest.approx(1 / 3)
+    # targets 0.9, 0.5; non-targets 0.7, 0.3, 0.1, 0.05: between thresholds 0.7 and 0.5 the rates cross at 1/4
+    scores = [0.9, 0.5, 0.7, 0.3, 0.1, 0.05]
+    assert equal_error_rate(scores, [1, 1, 0, 0, 0, 0]) == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        equal_error_rate([0.1, 0.2], [1, 1])
+
+
+def test_trials_are_seeded_and_balanced():
+    spk = np.repeat(["a", "b", "c"], [4, 3, 5])
+    i, j, same = trials(spk, seed=0)
+    assert same.sum() == 6 + 3 + 10 == (~same).sum()  # every same-speaker pair, as many different-speaker ones
+    assert (i < j).all() and ((spk[i] == spk[j]) == same).all()
+    assert len({(a, b) for a, b in zip(i, j)}) == len(i)  # no pair twice
+    again = trials(spk, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((i, j, same), again))
+    oi, oj, osame = trials(spk, seed=1)
+    assert np.array_equal(np.c_[i, j][same], np.c_[oi, oj][osame])  # the same-speaker pairs: all of them
+    assert not np.array_equal(np.c_[i, j][~same], np.c_[oi, oj][~osame])  # a different seeded sample
+    i, j, same = trials(spk, seed=0, max_same=5)
+    assert same.sum() == 5 == (~same).sum()
+
+
+def test_trials_drawn_without_listing_every_pair(monkeypatch):
+    from selfsup.evaluate import verify
+
+    monkeypatch.setattr(verify, "_ENUMERATE", 10)  # as if the set were too large to list its pairs
+    spk = np.repeat(np.arange(6), 5)
+    i, j, same = trials(spk, seed=0)
+    assert same.sum() == 6 * 10 == (~same).sum() and ((spk[i] == spk[j]) == same).all() and (i < j).all()
+    assert len({(a, b) for a, b in zip(i, j)}) == len(i)
+
+
+def test_metric_direction_and_table():
+    assert higher_is_better("accuracy") and not higher_is_better("eer") and not higher_is_better("cer")
+    assert not higher_is_better("wer") and TASKS.get("verify").higher_is_better is False
+    assert PROTOCOLS.get("cosine").frozen and "cosine" in TASKS.get("verify").protocols
+    rows = [{"task": "ctc", "protocol": "linear", "labels": 1.0, "encoder": "raw", "split": "test", "metric": m,
+             "value": v} for m, v in (("cer", 0.25), ("wer", 0.5))]  # fmt: skip
+    table = format_table(rows)
+    assert "test cer (lower is better)" in table and "test wer (lower is better)" in table
+    assert "25.0%" in table and "50.0%" in table
+
+
+# ----------------------------------------------------------------------------- ctc: decoding and error rates
+
+
+def test_edit_distance_and_error_rates_by_hand():
+    assert edit_distance("kitten", "sitting") == 3  # k->s, e->i, +g
+    assert edit_distance("flaw", "lawn") == 2  # -f, +n
+    assert edit_distance("intention", "execution") == 5
+    assert edit_distance("", "abc") == 3 == edit_distance("abc", "")
+    assert edit_distance("same", "same") == 0
+    assert edit_distance("the cat sat".split(), "the cat sat down".split()) == 1
+    assert edit_distance(np.array([1, 2, 3]), np.array([1, 3])) == 1
+    # words: "sat" -> "sit" (substitution) and "the" deleted: 2 of 6; characters: a->i, and "the " deleted: 5 of 22
+    rates = error_rates(["the cat sit on mat"], ["the cat sat on the mat"])
+    assert rates["wer"] == pytest.approx(2 / 6) and rates["cer"] == pytest.approx(5 / 22)
+    assert error_rates([""], ["abc de"]) == {"cer": 1.0, "wer": 1.0}  # an empty output deletes everything
+    assert error_rates(["ab", "xyz"], ["ab", "xy"])["cer"] == pytest.approx(1 / 4)  # summed over the corpus
+
+
+def test_greedy_decoding_collapses_repeats_and_drops_blanks():
+    best = [0, 1, 1, 0, 1, 2, 2, 0, 0, 3, 3]
+    logits = torch.nn.functional.one_hot(torch.tensor(best), 5).float()
+    assert greedy_decode(logits).tolist() == [1, 1, 2, 3]  # "1 1" survives only through the blank between
+    assert greedy_decode(logits.numpy()).tolist() == [1, 1, 2, 3]
+    assert greedy_decode(torch.zeros(4, 5)).tolist() == []  # all blank (argmax ties go to 0)
+
+
+def test_linear_ctc_head_learns_a_toy_alphabet():
+    """Tokens that spell their transcript (a noisy code per character, a silence token after each): the grid's
+    heads learn to read them, and validation picks a good one."""
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randn(29, 16, generator=gen)
+    codes[0] = 0.0
+
+    def make(n, seed):
+        rng = np.random.default_rng(seed)
+        seqs = [rng.integers(1, 29, rng.integers(3, 8)) for _ in range(n)]
+        rows = [torch.stack([codes[c] if k % 2 == 0 else codes[0] for c in s for k in range(2)]) for s in seqs]
+        flat = torch.cat(rows) + 0.1 * torch.randn(sum(len(r) for r in rows), 16, generator=gen)
+        return TokenFeatures(flat, [len(r) for r in rows]), SequenceLabels.from_lists(seqs)
+
+    (train, ty), (val, vy) = make(64, 1), make(16, 2)
+    (w, b), chosen, rates = fit_ctc_heads(train, ty, val, vy, lrs=(0.03,), epochs=(5, 30), batch_size=16)
+    assert rates["cer"] < 0.1 and chosen["lr"] == 0.03 and chosen["epochs"] in (5, 30)
+    assert w.shape == (16, 29) and b.shape == (29,)
+
+
+# ----------------------------------------------------------------------------- on synth-speech small
+
+
+@pytest.fixture(scope="module")
+def synth(cache_root):
+    from selfsup.data import named_speech
+
+    try:
+        named_speech.ensure_espeak()
+    except UserError as e:
+        pytest.skip(f"espeak-ng cannot be installed here: {e}")
+    fetch("synth-speech", log=lambda _: None, size="small")
+    return synth_speech_splits("small")
+
+
+def test_verify_splits_are_speaker_disjoint_and_seeded(synth):
+    task, ev = Verify(), EvalConfig()
+    ds = load_dataset("synth-speech")
+    background, verification = task.splits(DataConfig(name="synth-speech"), ds)
+    assert not set(background.groups["speaker"]) & set(verification.groups["speaker"])
+    assert set(background.groups["speaker"]) == set(synth["train"].groups["speaker"])  # pretraining's speakers
+    carved = task.carve(background, verification, ev)
+    val, test = carved.splits["val"], carved.splits["test"]
+    assert len(val) + len(test) == len(verification) and list(carved.subsets) == [1.0]
+    assert not set(carved.splits["pool"].groups["speaker"]) & set(test.groups["speaker"])
+    again = task.carve(background, verification, ev)
+    assert np.array_equal(again.splits["test"].x.flat, test.x.flat)
+
+
+def test_verify_on_an_audio_folder_holds_out_whole_speakers(tmp_path, cache_root):
+    rng = np.random.default_rng(0)
+    for s, f0 in enumerate((100, 140, 190, 250, 330)):
+        (tmp_path / f"spk{s}").mkdir()
+        for i in range(5):
+            sf.write(tmp_path / f"spk{s}" / f"u{i}.wav", voice(f0, 0.3, rng), 16000)
+    ds = load_dataset(str(tmp_path), log=lambda _: None)
+    background, verification = Verify().splits(DataConfig(name=str(tmp_path)), ds)
+    held = set(verification.groups["speaker"])
+    assert len(held) == 2 and not held & set(background.groups["speaker"])
+    assert len(background) + len(verification) == 25
+    with pytest.raises(UserError, match="transcri"):  # no transcripts: ctc does not fit this folder
+        CTC().splits(DataConfig(name=str(tmp_path)), ds, log=lambda _: None)
+
+
+def test_tasks_that_do_not_fit_the_data_are_one_line_errors():
+    images = Dataset("digits", image_spec(), Split(np.zeros((4, 1, 16, 16), np.uint8), np.arange(4)))
+    for task in (CTC(), Verify()):
+        with pytest.raises(UserError, match="not audio") as e:
+            task.splits(DataConfig(name="digits"), images)
+        assert "\n" not in str(e.value)
+
+
+def test_logmel_baseline_ctc_head_beats_all_blank(synth):
+    """The raw-input model of ctc (stacked log-mel frames + a linear CTC head), trained on the 30 training
+    utterances, transcribes unseen speakers' unseen sentences clearly better than emitting nothing (CER 1)."""
+    spec = AudioSpec()
+    train, test = synth["ctc_train"], synth["ctc_test"]
+    tr, te = logmel_tokens(train.x, spec), logmel_tokens(test.x, spec)
+    assert tr.dim == 320 and (tr.lengths == (spec.frames(torch.as_tensor(train.lengths)) + 3) // 4).all()
+    mu, sd = tr.flat.mean(0), tr.flat.std(0)
+    tr, te = tr.map(lambda t: (t - mu) / sd), te.map(lambda t: (t - mu) / sd)
+    (w, b), _, _ = fit_ctc_heads(tr, train.y, tr, train.y, lrs=(1e-2,), epochs=(15,), batch_size=16)  # no choice
+    x, lens = te.batch()
+    logits = x @ w + b
+    hyps = [greedy_decode(logits[i, : int(n)]) for i, n in enumerate(lens)]
+    rates = error_rates([transcript_text(h) for h in hyps], [transcript_text(test.y[i]) for i in range(len(test))])
+    assert rates["cer"] < 0.9  # all blank: 1.0
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tera_run(synth, tmp_path_factory):
+    run = tmp_path_factory.mktemp("speech-tasks") / "run"
+    assert main(["pretrain", "--data", "synth-speech", "--method", "tera", "--budget", "4steps", "--batch-size", "8",
+                 "--device", "cpu", "--out", str(run), *SMALL]) == 0  # fmt: skip
+    return run
+
+
+def test_eval_task_verify(tera_run):
+    assert main(["eval", str(tera_run), "--task", "verify"]) == 0
+    rows = json.loads((tera_run / "eval.json").read_text())
+    assert {(r["task"], r["protocol"], r["metric"], r["labels"]) for r in rows} == {("verify", "cosine", "eer", 1.0)}
+    assert {(r["encoder"], r["split"]) for r in rows} == {(e, s) for e in ("pretrained", "random_init", "raw")
+                                                          for s in ("val", "test")}  # fmt: skip
+    assert all(0 <= r["value"] <= 1 and r["chosen"]["norm"] in ("none", "center", "standardize") for r in rows)
+
+
+def test_eval_task_ctc(tera_run):
+    fast = ["--set", "ctc_lrs=0.01", "--set", "ctc_epochs=1,3", "--set", "finetune_min_steps=3",
+            "--set", "finetune_epochs=1"]  # fmt: skip
+    assert main(["eval", str(tera_run), "--task", "ctc", "--protocol", "linear,finetune", "--labels", "10%,100%",
+                 *fast]) == 0  # fmt: skip
+    rows = json.loads((tera_run / "eval.json").read_text())
+    got = {(r["protocol"], r["encoder"]) for r in rows}
+    linear = {("linear", e) for e in ("pretrained", "random_init", "raw")}
+    assert got == linear | {("finetune", "pretrained"), ("finetune", "supervised")}
+    assert {r["metric"] for r in rows} == {"cer", "wer"} and {r["labels"] for r in rows} == {0.1, 1.0}
+    assert all(r["value"] >= 0 for r in rows) and all(r["task"] == "ctc" for r in rows)
+    assert all(r["chosen"]["epochs"] in (1, 3) for r in rows if r["protocol"] == "linear")
+
+
+def test_eval_task_errors_are_one_line(tera_run, capsys):
+    assert main(["eval", str(tera_run), "--task", "verify", "--protocol", "knn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no protocol 'knn'" in err and "\n" not in err
+    assert main(["eval", str(tera_run), "--task", "ctc", "--plot"]) == 2
+    assert "--plot" in capsys.readouterr().err

@@ -9,6 +9,10 @@ and, where asked for, ``model-alone`` (selfsup's step on one fixed batch of view
 round take turns of ``--slice`` seconds, the others stopped with SIGSTOP, and a step's time counts only the
 slices its pipeline ran in; the process trees' peak RSS and PSS from /proc; the other processes' load; the
 median over rounds; the table with the ratios selfsup / lightly; the JSON file.
+
+The scripts of their own (text_throughput.py, speech_throughput.py) take from here what every benchmark shares:
+the common flags and their checks, the device-dependent defaults, the summaries of quiet steps and peaks, the
+Markdown table, the machine, the versions and the JSON file (procs.py has the subprocesses' side of it).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procs import PSS_INTERVAL, run_pipelines
+from procs import memory_method, peak_memory, run_round, timed_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(1, str(ROOT))  # selfsup from this checkout, installed or not
@@ -37,7 +41,217 @@ LIGHTLY, SELFSUP, MODEL_ALONE = "lightly", "selfsup", "model-alone"
 IMAGE_SIZE = 32
 QUIET_LOAD = 0.2  # a step is "quiet" when other processes kept fewer cores than this busy during it
 ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
-KIB = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+
+
+# =============================================================================== shared by every benchmark script
+# (the comparisons here, and the scripts of their own: text_throughput.py, speech_throughput.py)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The flags' parser, the script's docstring ``doc`` its description; the first flag, ``--device``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    return p
+
+
+def add_steps(p: argparse.ArgumentParser, cpu_steps: int, cpu_warmup: int) -> None:
+    """``--steps`` and ``--warmup``, their defaults on CPU named (as :func:`resolve` gets them; 50 and 10 on CUDA)."""
+    p.add_argument("--steps", type=int, help=f"timed steps per run (default {cpu_steps} on CPU, 50 on CUDA)")
+    p.add_argument("--warmup", type=int, help=f"untimed steps first (default {cpu_warmup} on CPU, 10 on CUDA)")
+
+
+def add_turns(p: argparse.ArgumentParser, at_once: str, threads: str = "of each pipeline's main process",
+              first: str = "another pipeline") -> None:  # fmt: skip
+    """``--threads``, ``--rounds`` and ``--slice``; their help says whose threads, who starts a round, what runs at
+    once."""
+    p.add_argument("--threads", type=int, help=f"torch threads {threads} (default: all cores)")
+    p.add_argument("--rounds", type=int, default=1, help=f"rounds, each started by {first}; median reported")
+    p.add_argument("--slice", type=float, help=f"on CPU, {at_once}, taking turns of this many seconds (default 5); "
+                   "0: one after the other (always so on CUDA)")  # fmt: skip
+
+
+def add_tail(p: argparse.ArgumentParser, out: str, out_help: str, dest: str | None = None) -> None:
+    """``--seed``, ``--sample-interval``, the results file's flag ``out`` and a measured subprocess's hidden flags."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-interval", type=float, default=0.2, help="seconds between memory samples")
+    p.add_argument(out, dest=dest, help=out_help)
+    for hidden in ("--role", "--settings", "--result"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+
+
+def parse_args(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """The flags; in a measured subprocess (``args.role`` set), the parent's resolved settings instead."""
+    args = p.parse_args(argv)
+    if args.role:
+        return argparse.Namespace(**{**json.loads(args.settings), "role": args.role, "result": args.result})
+    return args
+
+
+def check_counts(p: argparse.ArgumentParser, args, batch: int, batch_flag: str) -> None:
+    """--steps, --rounds and the batch (``batch``: its value, 1 where a default comes later) at least 1; --warmup
+    and --slice at least 0."""
+    if min(args.steps or 1, args.rounds, batch) < 1 or min(args.warmup or 0, args.slice or 0) < 0:
+        p.error(f"--steps, --rounds and {batch_flag} must be at least 1, --warmup and --slice at least 0")
+
+
+def resolve(args, cores: int, cpu_steps: int, cpu_warmup: int, **more: tuple) -> bool:
+    """Device-dependent defaults: the device (auto: CUDA where there is one), --steps, --warmup, --threads (all
+    ``cores``), --slice (5 s on CPU, 0 on CUDA); ``more``: other flags' (on CPU, on CUDA), for where they are
+    unset (or 0). -> whether it is CUDA."""
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available here")
+    cuda = args.device == "cuda"
+    args.steps = args.steps or (50 if cuda else cpu_steps)
+    args.warmup = args.warmup if args.warmup is not None else (10 if cuda else cpu_warmup)
+    args.threads = args.threads or cores
+    for name, (on_cpu, on_cuda) in more.items():
+        setattr(args, name, getattr(args, name) or (on_cuda if cuda else on_cpu))
+    if cuda or not hasattr(signal, "SIGSTOP"):  # a stopped process's GPU work goes on: no slices
+        args.slice = 0.0
+    args.slice = 5.0 if args.slice is None else args.slice
+    return cuda
+
+
+def write_result(args, result: dict) -> int:
+    """A measured subprocess's last act: its result, where the parent reads it."""
+    Path(args.result).write_text(json.dumps(result))
+    return 0
+
+
+def settings(args, *leave_out: str) -> dict:
+    """The resolved flags, but a measured subprocess's own and ``leave_out``."""
+    return {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", *leave_out)}
+
+
+def command(script: str, args, *leave_out: str) -> list[str]:
+    """What starts a measured subprocess of ``script`` (procs adds ``--role`` and ``--result``): its settings."""
+    return [sys.executable, str(Path(script).resolve()), "--settings", json.dumps(settings(args, *leave_out))]
+
+
+def rotated(roles: list[str], r: int) -> list[str]:
+    """The order of round ``r``: each round another pipeline goes first."""
+    return roles[r % len(roles) :] + roles[: r % len(roles)]
+
+
+def quiet_rate(rs: list[dict], amounts: Callable[[dict], list] | None = None) -> tuple[float | None, int]:
+    """What the steps of all rounds did per second over those during which other processes left the CPUs alone
+    (fewer than QUIET_LOAD cores busy); their number. ``amounts(r)``: each step's (default: its batch)."""
+    n = t = steps = 0
+    for r in rs:
+        each = amounts(r) if amounts else [r["batch_size"]] * r["steps"]
+        for a, dt, load in zip(each, r["step_seconds"], r.get("step_other_load_cores") or [None] * r["steps"]):
+            if load is not None and load < QUIET_LOAD:
+                n, t, steps = n + a, t + dt, steps + 1
+    return (n / t if t else None), steps
+
+
+def peak(rs: list[dict], key: str):
+    return max((r.get(key) or 0) for r in rs) or None
+
+
+def other_load(rs: list[dict]) -> float | None:
+    """The most cores that other processes kept busy over the timed steps of a round."""
+    loads = [r["other_load_cores"] for r in rs if r.get("other_load_cores") is not None]
+    return max(loads) if loads else None
+
+
+def load_and_memory(rs: list[dict], children: bool = False) -> dict:
+    """A side's other load and peak memory over its rounds, as text_throughput.py and speech_throughput.py report
+    them (``children``: with the largest loader worker's peak RSS)."""
+    out = {"other_load_cores": other_load(rs), "peak_rss_bytes": peak(rs, "tree_peak_rss_bytes"),
+           "peak_pss_bytes": peak(rs, "tree_peak_pss_bytes"),
+           "main_peak_rss_bytes": peak(rs, "ru_maxrss_self_bytes")}  # fmt: skip
+    if children:
+        out["children_peak_rss_bytes"] = peak(rs, "ru_maxrss_children_bytes")
+    return {**out, "cuda_max_allocated_bytes": peak(rs, "cuda_max_allocated_bytes")}
+
+
+def mib(b) -> str:
+    return "-" if not b else f"{b / 2**20:,.0f} MiB"
+
+
+def load_columns(rate: str, cuda: bool) -> list[str]:
+    """The table's columns of the other load and the quiet steps' ``rate`` (none on CUDA)."""
+    return [] if cuda else ["other load (cores)", f"{rate}, quiet steps (other load < {QUIET_LOAD:g})"]
+
+
+def print_markdown(cols: list[str], rows: list[list[str]], left: int = 1) -> None:
+    """``rows`` under ``cols`` as a Markdown table, after an empty line; the first ``left`` columns left-aligned."""
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    line = lambda r: "| " + " | ".join(v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) + " |"  # noqa: E501 # fmt: skip
+    print("\n" + line(cols))
+    print("|" + "|".join("-" * (w + 1) + ("-" if i < left else ":") for i, w in enumerate(widths)) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def machine_info(device: str, cores: int) -> dict:
+    """The CPU, its ``cores``, the GPU on CUDA; ``name``: the GPU's, or the CPU's with the cores."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = None
+    if device == "cuda":
+        import torch
+
+        gpu = torch.cuda.get_device_name(0)
+    return {"cpu": cpu, "cores": cores, "gpu": gpu, "name": gpu or f"{cpu}, {cores} cores"}
+
+
+def versions(*packages: str) -> dict:
+    """Python's version and the installed ``packages``' (None where not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in packages:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def environment(keys=ENV_KEYS) -> dict:
+    return {k: os.environ.get(k) for k in keys}
+
+
+class Wall:
+    """The wall time of the measured runs, from its making to ``stop()``, and the load average before and after."""
+
+    def __init__(self):
+        self.load_before, self._t0 = os.getloadavg(), time.perf_counter()
+
+    def stop(self) -> None:
+        self.seconds, self.load_after = time.perf_counter() - self._t0, os.getloadavg()
+
+    def note(self) -> str:
+        return f"load average {self.load_before[0]:.2f} before, {self.load_after[0]:.2f} after; {self.seconds:.0f} s"
+
+    def report(self) -> dict:
+        return {"load_average_before": self.load_before, "load_average_after": self.load_after, "wall_s": self.seconds}
+
+
+def write_report(report: dict, out: str | None, name: str) -> None:
+    """The JSON file: ``out``, or benchmarks/results/<name>.json."""
+    path = Path(out) if out else ROOT / "benchmarks" / "results" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"results written to {path}")
 
 
 @dataclass
@@ -108,7 +322,7 @@ class Context:
 
 
 def _log(role: str, text: str) -> None:
-    print(f"  [{role}] {text}", file=sys.stderr, flush=True)
+    log(f"  [{role}] {text}")
 
 
 # =============================================================================== the two sides (in a subprocess)
@@ -215,12 +429,12 @@ def _selfsup_side(cmp: Comparison, ctx: Context) -> Side:
     the finite check of the loss and the gradient norm, ``after_step``."""
     import torch
 
-    from selfsup.precision import as_channels_last, autocast
+    from selfsup.precision import as_channels_last
 
     args, device = ctx.args, ctx.device
     method, cl, opt, train = _prepare(cmp, cmp.selfsup(ctx), ctx)
     data = torch.from_numpy(ctx.take_images()).to(device)  # uint8 [N, 3, S, S]
-    n, b, total = len(data), args.batch_size, args.warmup + args.steps
+    n, b = len(data), args.batch_size
     perm: dict[int, Any] = {}
 
     def batch(i):
@@ -234,6 +448,19 @@ def _selfsup_side(cmp: Comparison, ctx: Context) -> Side:
             views = method.views(data[idx], g)
         return tuple(as_channels_last(v) for v in views) if cl else views
 
+    return Side(batch, trainer_step(method, train, opt, device, args.warmup + args.steps), cl)
+
+
+def trainer_step(method, train, opt, device, total: int):
+    """A selfsup method's step as ``selfsup.train.loop.Trainer`` takes it: ``step(views, i) -> loss`` -- forward
+    (``train``: the method or its ``torch.compile``) under autocast, backward, the finite check of the loss and the
+    gradient norm, the optimizer step, ``after_step(i, total)`` where the method has one."""
+    import torch
+
+    from selfsup.precision import autocast
+
+    after_step = getattr(method, "after_step", None)
+
     def step(views, i):
         with autocast(device):
             loss = train(views).loss
@@ -244,11 +471,11 @@ def _selfsup_side(cmp: Comparison, ctx: Context) -> Side:
             raise RuntimeError(f"loss or gradients not finite at step {i}")
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if hasattr(method, "after_step"):
-            method.after_step(i, total)
+        if after_step is not None:
+            after_step(i, total)
         return loss.detach()
 
-    return Side(batch, step, cl)
+    return step
 
 
 def _run_role(cmp: Comparison, args) -> dict:
@@ -261,57 +488,29 @@ def _run_role(cmp: Comparison, args) -> dict:
     side = (_lightly_side if args.role == LIGHTLY else _selfsup_side)(cmp, ctx)
     fixed = args.model_only or args.role == MODEL_ALONE
     views0 = side.batch(0) if fixed else None
-    cuda = ctx.device.type == "cuda"
-    marks, spans, loss = [], [], None  # system-wide monotonic clock: the parent matches them with its samples
     _log(args.role, f"built on {ctx.device}; {args.threads} threads, batch {args.batch_size}")
-    for i in range(args.warmup + args.steps):
-        if i == args.warmup:
-            _log(args.role, f"warm-up done ({args.warmup} steps)")
-            marks.append(time.monotonic())
-        t = time.monotonic()
-        views = views0 if fixed else side.batch(i)
-        spans.append((t, time.monotonic()))  # getting the views: the loader's wait (lightly), making them (selfsup)
-        loss = side.step(views, i)
-        if cuda:
-            torch.cuda.synchronize(ctx.device)
-        if i >= args.warmup:
-            marks.append(time.monotonic())
+    # the spans: getting the views, i.e. the loader's wait (lightly) or making them (selfsup)
+    marks, spans, loss = timed_steps((lambda i: views0) if fixed else side.batch, side.step, args, ctx.device,
+                                     lambda: _log(args.role, f"warm-up done ({args.warmup} steps)"))  # fmt: skip
     threads = torch.get_num_threads()
     side.close()  # joins the persistent workers, so RUSAGE_CHILDREN covers them
     return {"role": args.role, "batch_size": args.batch_size, "steps": args.steps, "step_marks": marks,
-            "data_spans": spans[args.warmup :], "final_loss": float(loss.float()), "threads": threads,
+            "data_spans": spans, "final_loss": float(loss.float()), "threads": threads,
             "workers": args.workers if args.role == LIGHTLY else 0, "channels_last": side.channels_last,
-            "autocast": "bf16" if cuda else None, "fixed_views": fixed,
+            "autocast": "bf16" if ctx.device.type == "cuda" else None, "fixed_views": fixed,
             "transform_cpu_s_per_batch": side.transform_cpu() if side.transform_cpu else None,
-            "ru_maxrss_self_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB,
-            "ru_maxrss_children_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB,
-            "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(ctx.device) if cuda else None}  # fmt: skip
+            **peak_memory(ctx.device, vmhwm=False)}  # fmt: skip
 
 
 # =============================================================================== summary, table, JSON
-
-
-def _quiet(rs: list[dict]) -> tuple[float | None, int]:
-    """images/s over the steps of all rounds during which other processes left the CPUs alone; their number."""
-    n = t = steps = 0
-    for r in rs:
-        for dt, load in zip(r["step_seconds"], r.get("step_other_load_cores") or []):
-            if load is not None and load < QUIET_LOAD:
-                n, t, steps = n + r["batch_size"], t + dt, steps + 1
-    return (n / t if t else None), steps
-
-
-def _peak(rs: list[dict], key: str):
-    return max((r.get(key) or 0) for r in rs) or None
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict:
     """Per pipeline: the median over the rounds; memory: the largest peak seen."""
     out: dict[str, Any] = {}
     for role, rs in runs.items():
-        loads = [r["other_load_cores"] for r in rs if r.get("other_load_cores") is not None]
         costs = [r["transform_cpu_s_per_batch"] for r in rs if r.get("transform_cpu_s_per_batch") is not None]
-        quiet, quiet_steps = _quiet(rs)
+        quiet, quiet_steps = quiet_rate(rs)
         out[role] = {
             "images_per_s": statistics.median(r["images_per_s"] for r in rs),
             "images_per_s_rounds": [round(r["images_per_s"], 2) for r in rs],
@@ -320,13 +519,13 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
             ),
             "views_seconds_per_step": statistics.median(statistics.mean(r["views_seconds"]) for r in rs),
             "transform_cpu_s_per_batch": statistics.median(costs) if costs else None,
-            "other_load_cores": max(loads) if loads else None,
+            "other_load_cores": other_load(rs),
             "images_per_s_quiet": quiet,
             "quiet_steps": quiet_steps,
-            "tree_peak_rss_bytes": _peak(rs, "tree_peak_rss_bytes"),
-            "tree_peak_pss_bytes": _peak(rs, "tree_peak_pss_bytes"),
-            "main_peak_rss_bytes": _peak(rs, "ru_maxrss_self_bytes"),
-            "cuda_max_allocated_bytes": _peak(rs, "cuda_max_allocated_bytes"),
+            "tree_peak_rss_bytes": peak(rs, "tree_peak_rss_bytes"),
+            "tree_peak_pss_bytes": peak(rs, "tree_peak_pss_bytes"),
+            "main_peak_rss_bytes": peak(rs, "ru_maxrss_self_bytes"),
+            "cuda_max_allocated_bytes": peak(rs, "cuda_max_allocated_bytes"),
         }
     s, lt = out[SELFSUP], out[LIGHTLY]
     out["ratio_selfsup_over_lightly"] = s["images_per_s"] / lt["images_per_s"]
@@ -336,15 +535,11 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
     return out
 
 
-def _mib(b) -> str:
-    return "-" if not b else f"{b / 2**20:,.0f} MiB"
-
-
 def print_table(summary: dict, labels: dict[str, str], cuda: bool) -> None:
     roles = [r for r in (LIGHTLY, SELFSUP, MODEL_ALONE) if r in summary]
     ceiling = summary[MODEL_ALONE]["images_per_s"] if MODEL_ALONE in summary else None
     cols = ["pipeline", "images/s", "by median step"] + (["of model alone"] if ceiling else []) + ["views, ms/step"]
-    cols += [] if cuda else ["other load (cores)", f"images/s, quiet steps (other load < {QUIET_LOAD:g})"]
+    cols += load_columns("images/s", cuda)
     cols += ["peak RSS (tree)", "peak PSS (tree)", "peak RSS (main)"] + (["CUDA max allocated"] if cuda else [])
     rows = []
     for role in roles:
@@ -355,14 +550,9 @@ def print_table(summary: dict, labels: dict[str, str], cuda: bool) -> None:
                      f"{1e3 * s['views_seconds_per_step']:.0f}",
                      *([] if cuda else ["-" if load is None else f"{load:.2f}",
                                         "- (none)" if quiet is None else f"{quiet:.1f} ({s['quiet_steps']} steps)"]),
-                     _mib(s["tree_peak_rss_bytes"]), _mib(s["tree_peak_pss_bytes"]), _mib(s["main_peak_rss_bytes"]),
-                     *([_mib(s["cuda_max_allocated_bytes"])] if cuda else [])])  # fmt: skip
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda r: "| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) + " |"  # noqa: E501 # fmt: skip
-    print("\n" + line(cols))
-    print("|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
-    for r in rows:
-        print(line(r))
+                     mib(s["tree_peak_rss_bytes"]), mib(s["tree_peak_pss_bytes"]), mib(s["main_peak_rss_bytes"]),
+                     *([mib(s["cuda_max_allocated_bytes"])] if cuda else [])])  # fmt: skip
+    print_markdown(cols, rows)
     quiet = summary["ratio_quiet_steps"]
     print(f"\nselfsup / lightly = {summary['ratio_selfsup_over_lightly']:.2f}x over all timed steps, "
           f"{summary['ratio_median_step']:.2f}x by the median step"
@@ -376,132 +566,75 @@ def print_table(summary: dict, labels: dict[str, str], cuda: bool) -> None:
     )
 
 
-def _machine(device: str, cores: int) -> str:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name}, {cores} cores"
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "lightly", "selfsup", "pillow"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 # =============================================================================== flags and the whole run
 
 
+CPU_WARMUP = 2  # default warm-up steps on CPU
+
+
 def _parse(cmp: Comparison, argv) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=cmp.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p = parser(cmp.doc)
     p.add_argument("--batch-size", type=int, help=f"default 128 on CPU, {cmp.cuda_batch_size} on CUDA")
-    p.add_argument("--steps", type=int, help=f"timed steps per run (default {cmp.cpu_steps} on CPU, 50 on CUDA)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default 2 on CPU, 10 on CUDA)")
+    add_steps(p, cmp.cpu_steps, CPU_WARMUP)
     p.add_argument("--workers", type=int, help="lightly's DataLoader workers (default 2 on CPU, min(8, cores) on CUDA)")
-    p.add_argument("--threads", type=int, help="torch threads of each pipeline's main process (default: all cores)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds, each started by another pipeline; median reported")
-    p.add_argument("--slice", type=float, help="on CPU, run the pipelines at once, taking turns of this many seconds "
-                   "(default 5); 0: one after the other (always so on CUDA)")  # fmt: skip
+    add_turns(p, "run the pipelines at once")
     p.add_argument("--model-only", action="store_true", help="every side trains on one fixed batch of its views")
     p.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
     p.add_argument("--lightly-channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="lightly's model in channels_last on CPU too, as selfsup's (default: on)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-interval", type=float, default=0.2, help="seconds between memory samples")
-    p.add_argument("--json", dest="json_out", help=f"default benchmarks/results/{cmp.name}_<device>.json")
-    for hidden in ("--role", "--settings", "--result"):
-        p.add_argument(hidden, help=argparse.SUPPRESS)
+    add_tail(p, "--json", f"default benchmarks/results/{cmp.name}_<device>.json", dest="json_out")
     if cmp.arguments:
         cmp.arguments(p)
-    args = p.parse_args(argv)
-    if args.role:  # a measured subprocess: the parent's resolved settings
-        return argparse.Namespace(**{**json.loads(args.settings), "role": args.role, "result": args.result})
-    if min(args.steps or 1, args.rounds, args.batch_size or 1) < 1 or min(args.warmup or 0, args.slice or 0) < 0:
-        p.error("--steps, --rounds and --batch-size must be at least 1, --warmup and --slice at least 0")
+    args = parse_args(p, argv)
+    if not args.role:
+        check_counts(p, args, args.batch_size or 1, "--batch-size")
     return args
 
 
 def _resolve(cmp: Comparison, args, cores: int) -> None:
     """Device-dependent defaults."""
-    import torch
-
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but CUDA is not available here")
-    cuda = args.device == "cuda"
-    args.batch_size = args.batch_size or (cmp.cuda_batch_size if cuda else 128)
-    args.steps = args.steps or (50 if cuda else cmp.cpu_steps)
-    args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 2)
+    cuda = resolve(args, cores, cmp.cpu_steps, CPU_WARMUP, batch_size=(128, cmp.cuda_batch_size))
     args.workers = args.workers if args.workers is not None else (min(8, cores) if cuda else 2)
-    args.threads = args.threads or cores
-    if cuda or not hasattr(signal, "SIGSTOP"):  # a stopped process's GPU work goes on: no slices
-        args.slice = 0.0
-    args.slice = 5.0 if args.slice is None else args.slice
 
 
 def _run_rounds(cmp: Comparison, args) -> dict[str, list[dict]]:
-    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "json_out")}
-    cmd = [sys.executable, str(Path(sys.argv[0]).resolve()), "--settings", json.dumps(settings)]
+    cmd = command(sys.argv[0], args, "json_out")
     roles = [LIGHTLY, SELFSUP] + ([MODEL_ALONE] if cmp.model_alone and not args.model_only else [])
     runs: dict[str, list[dict]] = {role: [] for role in roles}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            order = roles[r % len(roles) :] + roles[: r % len(roles)]  # each round another goes first
-            for group in [order] if args.slice else [[role] for role in order]:
-                for res in run_pipelines(group, cmd, args, Path(tmp)):
-                    runs[res["role"]].append(res)
+            for res in run_round(rotated(roles, r), cmd, args, Path(tmp)):
+                runs[res["role"]].append(res)
     return runs
 
 
 def main(cmp: Comparison, argv=None) -> int:
     args = _parse(cmp, argv)
-    if args.role:
-        Path(args.result).write_text(json.dumps(_run_role(cmp, args)))
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if args.role:  # a measured subprocess
+        return write_result(args, _run_role(cmp, args))
+    cores = usable_cores()
     _resolve(cmp, args, cores)
     from selfsup.data import load_dataset
 
     load_dataset("fashion-mnist", image_size=IMAGE_SIZE)  # build the decode cache once, outside the timings
-    machine, model = _machine(args.device, cores), cmp.model.format(**vars(args))
-    load_before, t0 = os.getloadavg(), time.perf_counter()
+    machine, model = machine_info(args.device, cores)["name"], cmp.model.format(**vars(args))
+    wall = Wall()
     print(f"{cmp.title} on {machine}: {model}, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed "
           f"steps, {args.threads} torch threads, {args.workers} lightly workers"
           f"{', fixed views' if args.model_only else ''}{', torch.compile' if args.compile else ''}; load average "
-          f"{load_before[0]:.2f}; " + (f"the runs take turns of {args.slice:g} s" if args.slice else
-                                      "one run after the other"), flush=True)  # fmt: skip
+          f"{wall.load_before[0]:.2f}; " + (f"the runs take turns of {args.slice:g} s" if args.slice else
+                                           "one run after the other"), flush=True)  # fmt: skip
     runs = _run_rounds(cmp, args)
-    wall, load_after = time.perf_counter() - t0, os.getloadavg()
+    wall.stop()
     summary = summarize(runs)
     print(f"\n{cmp.title}, {machine}: {model}, batch {args.batch_size}, median of {args.rounds} round(s)")
     print_table(summary, cmp.labels(), args.device == "cuda")
-    how = runs[SELFSUP][0]["memory_method"]
-    every = f" (RSS every {args.sample_interval:g} s, PSS every {PSS_INTERVAL:g} s)" if how == "/proc sampling" else ""
-    print(f"memory of each pipeline's process tree (main + loader workers): {how}{every}; load average "
-          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; {wall:.0f} s in all")  # fmt: skip
-    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "json_out")}
-    report = {"machine": machine, "device": args.device, "cores": cores, "versions": _versions(), "settings": settings,
-              "model": model, "environment": {k: os.environ.get(k) for k in ENV_KEYS},
-              "load_average_before": load_before, "load_average_after": load_after, "wall_s": wall,
-              "harness_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), "summary": summary,
+    print(f"memory of each pipeline's process tree (main + loader workers): {memory_method(runs[SELFSUP][0], args)}; "
+          f"{wall.note()} in all")  # fmt: skip
+    report = {"machine": machine, "device": args.device, "cores": cores,
+              "versions": versions("torch", "torchvision", "lightly", "selfsup", "pillow"),
+              "settings": settings(args, "json_out"), "model": model, "environment": environment(),
+              **wall.report(), "harness_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), "summary": summary,
               "runs": runs}  # fmt: skip
-    out = Path(args.json_out) if args.json_out else ROOT / "benchmarks" / "results" / f"{cmp.name}_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"results written to {out}")
+    write_report(report, args.json_out, f"{cmp.name}_{args.device}")
     return 0

@@ -1,21 +1,27 @@
 """Watching the pipelines of a comparison run in their own subprocesses (Linux /proc): each process tree's peak
 RSS and PSS, the CPU time of other processes during each step, and on CPU the turns of ``--slice`` seconds
-(the other pipelines stopped with SIGSTOP) over which a pipeline's step times are counted. Used by harness.py.
+(the other pipelines stopped with SIGSTOP) over which a pipeline's step times are counted; and what a measured
+subprocess reports of its own memory. Used by harness.py, text_throughput.py and speech_throughput.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PSS_INTERVAL = 2.0  # seconds between PSS samples (smaps_rollup costs milliseconds per process)
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+KIB = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
 
 
 def _read_kib(path: str, key: str) -> int:
@@ -198,3 +204,83 @@ def _timed(r: dict, running: list[tuple[float, float]], cpu: _CpuLog, slice_s) -
     print(f"   {r['role']}: {r['images_per_s']:.1f} images/s ({r['seconds']:.1f} s for {r['steps']} steps"
           + ("" if load is None else f"; other processes kept {load:.2f} cores busy") + ")", flush=True)  # fmt: skip
     return r
+
+
+def run_round(roles: list[str], cmd: list[str], args, tmp: Path, unit: str | None = None) -> list[dict]:
+    """One round of ``roles``: all at once in turns of ``--slice`` seconds, else one after the other; their results.
+    ``unit``: what the lines printed per run count, in place of "images/s" (then printed once the round is done)."""
+    groups = [roles] if args.slice else [[role] for role in roles]
+    if unit is None:
+        return [res for group in groups for res in run_pipelines(group, cmd, args, tmp)]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            return [res for group in groups for res in run_pipelines(group, cmd, args, tmp)]
+    finally:
+        print(printed.getvalue().replace("images/s", unit), end="", flush=True)
+
+
+def memory_method(r: dict, args) -> str:
+    """How a run's memory was measured (and how often, where sampled)."""
+    how = r["memory_method"]
+    every = f" (RSS every {args.sample_interval:g} s, PSS every {PSS_INTERVAL:g} s)" if how == "/proc sampling" else ""
+    return how + every
+
+
+# =============================================================================== in a measured subprocess
+
+
+def timed_steps(batch, step, args, device, warmed=None) -> tuple[list[float], list[tuple[float, float]], Any]:
+    """``args.warmup`` + ``args.steps`` steps of ``step(batch(i), i)`` on ``device`` (a ``torch.device``; synchronized
+    after each step on CUDA) -> the ``step_marks`` and ``data_spans`` that :func:`run_pipelines` reads (on the
+    system-wide monotonic clock: the parent matches them with its samples) and the last loss. The marks: the start
+    of the timed steps and the end of each; the spans: (start, end) of each timed step's ``batch(i)``. ``warmed``:
+    called once the warm-up is done."""
+    import torch
+
+    cuda = device.type == "cuda"
+    marks, spans, loss = [], [], None
+    for i in range(args.warmup + args.steps):
+        if i == args.warmup:
+            if warmed is not None:
+                warmed()
+            marks.append(time.monotonic())
+        t = time.monotonic()
+        inputs = batch(i)
+        spans.append((t, time.monotonic()))
+        loss = step(inputs, i)
+        if cuda:
+            torch.cuda.synchronize(device)
+        if i >= args.warmup:
+            marks.append(time.monotonic())
+    return marks, spans[args.warmup :], loss
+
+
+def own_peak_rss() -> tuple[int, str]:
+    """This process's peak RSS. ``ru_maxrss`` does not do: Linux carries it over exec from the parent's memory
+    at fork (here the parent's, which may have held a corpus or trained tokenizers), while ``VmHWM`` belongs
+    to the process's own address space."""
+    try:
+        with open("/proc/self/status") as f:
+            kib = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
+        if kib is not None:
+            return kib * 1024, "VmHWM"
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB, "ru_maxrss"
+
+
+def peak_memory(device, vmhwm: bool = True) -> dict:
+    """A measured subprocess's memory at its end, under the keys :class:`_Pipeline` reads: its own peak RSS
+    (``own_peak_rss``, or ``ru_maxrss`` alone where not ``vmhwm``), the largest of its children that have been
+    waited for (join the loader workers first), CUDA's max allocated on ``device`` (a ``torch.device``)."""
+    import torch
+
+    cuda = device.type == "cuda"
+    if vmhwm:
+        rss, source = own_peak_rss()
+        out = {"ru_maxrss_self_bytes": rss, "ru_maxrss_self_source": source}
+    else:
+        out = {"ru_maxrss_self_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB}
+    return {**out, "ru_maxrss_children_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB,
+            "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}  # fmt: skip

@@ -36,35 +36,21 @@ are synthetic harmonic "voices", flagged as such in the output.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
-import io
-import json
-import os
-import platform
-import resource
-import signal
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import KIB, QUIET_LOAD, _mib
-from procs import PSS_INTERVAL, run_pipelines
-from text_throughput import _machine, _own_peak_rss
+import harness
+from procs import memory_method, peak_memory, run_round, timed_steps
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(1, str(ROOT))  # selfsup from this checkout, installed or not
 SELFSUP, BASELINE = "selfsup", "baseline"
 SIZES = ("tiny", "small", "base")
 CLIP_NORM = 5.0  # TERA's released configuration (gradient_clipping), as s3prl's runner applies it
 SYNTHETIC_CLIPS = 256  # at most this many distinct synthetic clips (the order wraps around them)
-ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
-
-
-def _log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+CPU_STEPS, CPU_WARMUP = 15, 3  # the defaults on CPU (50 and 10 on CUDA)
 
 
 def _workers_of(role: str) -> int:
@@ -120,7 +106,7 @@ def _prepare_data(args, folder: Path) -> dict:
     if clips is not None:
         source, clips_folder = f"synth-speech train ({len(clips)} clips)", None
     else:
-        _log(f"SYNTHETIC clips (harmonic voices): {note}")
+        harness.log(f"SYNTHETIC clips (harmonic voices): {note}")
         clips = _synthetic_clips(min(need, SYNTHETIC_CLIPS), args.seed)
         np.save(folder / "audio.npy", clips.flat)
         np.save(folder / "offsets.npy", clips.offsets)
@@ -182,8 +168,6 @@ def _build(args, device):
 def _selfsup_side(args, device, clips, order):
     import torch
 
-    from selfsup.precision import autocast
-
     spec, method, opt, cl = _build(args, device)
     train = torch.compile(method) if args.compile else method
     b, crop = args.batch, int(args.max_seconds * spec.sample_rate) if args.max_seconds else None
@@ -197,18 +181,7 @@ def _selfsup_side(args, device, clips, order):
         with torch.no_grad():
             return method.views(x, g, lengths)
 
-    def step(views, i):
-        with autocast(device):
-            loss = train(views).loss
-        loss.backward()
-        grads = [p.grad for p in method.parameters() if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        if not bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)):  # the Trainer's one host sync
-            raise RuntimeError(f"loss or gradients not finite at step {i}")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
+    step = harness.trainer_step(method, train, opt, device, args.warmup + args.steps)
     return method, cl, opt, batch, step, lambda: None, None
 
 
@@ -352,47 +325,31 @@ def _run_role(args) -> dict:
     else:
         method, cl, opt, batch, step, close, feature_cpu = _baseline_side(args, device, clips, order, workers)
     params = sum(p.numel() for p in method.parameters())
-    _log(f"  [{args.role}] built on {device}: {params:,} parameters, {args.threads} threads, batch {args.batch}")
+    harness.log(f"  [{args.role}] built on {device}: {params:,} parameters, {args.threads} threads, batch {args.batch}")
+    marks, spans, loss = timed_steps(batch, step, args, device)  # the spans: selfsup's views, the loader's wait
     hop, rate = method.encoder.spec.hop, method.encoder.spec.sample_rate
     b, crop = args.batch, int(args.max_seconds * rate) if args.max_seconds else None
-    marks, spans, frames, padded, loss = [], [], [], [], None  # monotonic clock: the parent matches its samples
-    for i in range(args.warmup + args.steps):
-        if i == args.warmup:
-            marks.append(time.monotonic())
-        t = time.monotonic()
-        inputs = batch(i)
-        spans.append((t, time.monotonic()))  # selfsup: making the views; baseline: waiting for the loader
-        loss = step(inputs, i)
-        if cuda:
-            torch.cuda.synchronize(device)
-        if i >= args.warmup:
-            marks.append(time.monotonic())
-            lens = clips.lengths[order[i * b : (i + 1) * b]]
-            lens = np.minimum(lens, crop) if crop else lens
-            frames.append(int((1 + lens // hop).sum()))
-            padded.append(int(b * (1 + lens.max() // hop)))
+    frames, padded = [], []  # of each timed step: valid frames, and frames with the padding
+    for i in range(args.warmup, args.warmup + args.steps):
+        lens = clips.lengths[order[i * b : (i + 1) * b]]
+        lens = np.minimum(lens, crop) if crop else lens
+        frames.append(int((1 + lens // hop).sum()))
+        padded.append(int(b * (1 + lens.max() // hop)))
     threads = torch.get_num_threads()
     close()  # joins the loader workers, so RUSAGE_CHILDREN covers them
-    peak_rss, peak_rss_source = _own_peak_rss()
     return {"role": args.role, "batch_size": b, "steps": args.steps, "step_marks": marks,
-            "data_spans": spans[args.warmup :], "step_frames": frames, "step_padded_frames": padded,
+            "data_spans": spans, "step_frames": frames, "step_padded_frames": padded,
             "final_loss": float(loss.float()), "threads": threads, "workers": workers, "params": params,
             "channels_last": cl, "lr": opt.param_groups[0]["lr"], "autocast": "bf16" if cuda else None,
             "compile": args.compile, "feature_cpu_s_per_batch": feature_cpu() if feature_cpu else None,
-            "ru_maxrss_self_bytes": peak_rss, "ru_maxrss_self_source": peak_rss_source,  # procs reads this key
-            "ru_maxrss_children_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB,
-            "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}  # fmt: skip
+            **peak_memory(device)}  # fmt: skip
 
 
 # =============================================================================== summary, table, JSON
 
 
 def _summarize_side(rs: list[dict]) -> dict:
-    steps = [(n, dt, load) for r in rs
-             for n, dt, load in zip(r["step_frames"], r["step_seconds"],
-                                    r.get("step_other_load_cores") or [None] * r["steps"])]  # fmt: skip
-    quiet = [(n, dt) for n, dt, load in steps if load is not None and load < QUIET_LOAD]
-    loads = [r["other_load_cores"] for r in rs if r.get("other_load_cores") is not None]
+    quiet, quiet_steps = harness.quiet_rate(rs, lambda r: r["step_frames"])
     costs = [r["feature_cpu_s_per_batch"] for r in rs if r.get("feature_cpu_s_per_batch") is not None]
     return {
         "frames_per_s": statistics.median(sum(r["step_frames"]) / r["seconds"] for r in rs),
@@ -400,18 +357,13 @@ def _summarize_side(rs: list[dict]) -> dict:
         "frames_per_s_median_step": statistics.median(
             statistics.median(n / dt for n, dt in zip(r["step_frames"], r["step_seconds"])) for r in rs
         ),
-        "frames_per_s_quiet": sum(n for n, _ in quiet) / sum(dt for _, dt in quiet) if quiet else None,
-        "quiet_steps": len(quiet),
+        "frames_per_s_quiet": quiet,
+        "quiet_steps": quiet_steps,
         "utterances_per_s": statistics.median(r["images_per_s"] for r in rs),  # procs counts batch rows
         "valid_frame_share": sum(sum(r["step_frames"]) for r in rs) / sum(sum(r["step_padded_frames"]) for r in rs),
         "batch_ms_per_step": 1e3 * statistics.median(statistics.mean(r["views_seconds"]) for r in rs),
         "feature_cpu_s_per_batch": statistics.median(costs) if costs else None,
-        "other_load_cores": max(loads) if loads else None,
-        "peak_rss_bytes": max(r["tree_peak_rss_bytes"] for r in rs),
-        "peak_pss_bytes": max((r.get("tree_peak_pss_bytes") or 0) for r in rs) or None,
-        "main_peak_rss_bytes": max(r["ru_maxrss_self_bytes"] for r in rs),
-        "children_peak_rss_bytes": max(r["ru_maxrss_children_bytes"] for r in rs) or None,
-        "cuda_max_allocated_bytes": max((r.get("cuda_max_allocated_bytes") or 0) for r in rs) or None,
+        **harness.load_and_memory(rs, children=True),
         "final_loss": rs[-1]["final_loss"],
         "workers": rs[0]["workers"],
         "params": rs[0]["params"],
@@ -439,7 +391,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
 
 def print_table(summary: dict, cuda: bool) -> None:
     cols = ["pipeline", "frames/s", "by median step", "utterances/s", "batch, ms/step"]
-    cols += [] if cuda else ["other load (cores)", f"frames/s, quiet steps (other load < {QUIET_LOAD:g})"]
+    cols += harness.load_columns("frames/s", cuda)
     cols += ["peak RSS (tree)", "peak PSS (tree)", "peak RSS (main)"] + (["CUDA max allocated"] if cuda else [])
     cols += ["final loss"]
     rows = []
@@ -449,14 +401,11 @@ def print_table(summary: dict, cuda: bool) -> None:
                      f"{s['utterances_per_s']:.1f}", f"{s['batch_ms_per_step']:.0f}",
                      *([] if cuda else ["-" if load is None else f"{load:.2f}",
                                         "- (none)" if quiet is None else f"{quiet:,.0f} ({s['quiet_steps']} steps)"]),
-                     _mib(s["peak_rss_bytes"]), _mib(s["peak_pss_bytes"]), _mib(s["main_peak_rss_bytes"]),
-                     *([_mib(s["cuda_max_allocated_bytes"])] if cuda else []), f"{s['final_loss']:.3f}"])  # fmt: skip
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda r: "| " + " | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) + " |"  # noqa: E501 # fmt: skip
-    print("\n" + line(cols))
-    print("|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":") for i, w in enumerate(widths)) + "|")
-    for r in rows:
-        print(line(r))
+                     harness.mib(s["peak_rss_bytes"]), harness.mib(s["peak_pss_bytes"]),
+                     harness.mib(s["main_peak_rss_bytes"]),
+                     *([harness.mib(s["cuda_max_allocated_bytes"])] if cuda else []),
+                     f"{s['final_loss']:.3f}"])  # fmt: skip
+    harness.print_markdown(cols, rows)
     print()
     for role, q in summary["ratios_selfsup_over_baseline"].items():
         cost = summary["sides"][role]["feature_cpu_s_per_batch"]
@@ -471,49 +420,27 @@ def print_table(summary: dict, cuda: bool) -> None:
               f">= 1.5x: {'met' if r >= 1.5 else 'NOT met'}")  # fmt: skip
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "numpy", "selfsup"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 # =============================================================================== flags and the whole run
 
 
 def _parse(argv) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p = harness.parser(__doc__)
     p.add_argument("--size", choices=SIZES, help="speech_transformer size on both sides (default tiny on CPU, "
                    "base on CUDA)")  # fmt: skip
     p.add_argument("--batch", type=int, default=32, help="utterances per step (default 32, TERA's)")
-    p.add_argument("--steps", type=int, help="timed steps per run (default 15 on CPU, 50 on CUDA)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default 3 on CPU, 10 on CUDA)")
+    harness.add_steps(p, CPU_STEPS, CPU_WARMUP)
     p.add_argument("--workers", help="the baseline's DataLoader workers, comma-separated: one baseline pipeline "
                    "each (default 0,1 on CPU, min(8, cores) on CUDA)")  # fmt: skip
     p.add_argument("--max-seconds", type=float, default=0.0, help="crop every clip to this many seconds on both "
                    "sides (default 0: whole clips, as the Trainer takes them)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
     p.add_argument("--synthetic", action="store_true", help="synthetic clips even where synth-speech is cached")
-    p.add_argument("--threads", type=int, help="torch threads of each pipeline's main process (default: all cores)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds, each started by another pipeline; median reported")
-    p.add_argument("--slice", type=float, help="on CPU, the pipelines run at once, taking turns of this many "
-                   "seconds (default 5); 0: one after the other (always so on CUDA)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-interval", type=float, default=0.2, help="seconds between memory samples")
-    p.add_argument("--out", help="results JSON (default benchmarks/results/speech_<device>.json)")
-    for hidden in ("--role", "--settings", "--result"):
-        p.add_argument(hidden, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.role:  # a measured subprocess: the parent's resolved settings
-        return argparse.Namespace(**{**json.loads(args.settings), "role": args.role, "result": args.result})
-    if min(args.steps or 1, args.rounds, args.batch) < 1 or min(args.warmup or 0, args.slice or 0) < 0:
-        p.error("--steps, --rounds and --batch must be at least 1, --warmup and --slice at least 0")
+    harness.add_turns(p, "the pipelines run at once")
+    harness.add_tail(p, "--out", "results JSON (default benchmarks/results/speech_<device>.json)")
+    args = harness.parse_args(p, argv)
+    if args.role:  # a measured subprocess
+        return args
+    harness.check_counts(p, args, args.batch, "--batch")
     if args.max_seconds < 0:
         p.error("--max-seconds must be 0 (whole clips) or more")
     if args.workers is not None:
@@ -526,54 +453,26 @@ def _parse(argv) -> argparse.Namespace:
     return args
 
 
-def _resolve(args, cores: int) -> None:
-    """Device-dependent defaults."""
-    import torch
-
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but CUDA is not available here")
-    cuda = args.device == "cuda"
-    args.size = args.size or ("base" if cuda else "tiny")
-    args.steps = args.steps or (50 if cuda else 15)
-    args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 3)
-    args.workers = args.workers or ([min(8, cores)] if cuda else [0, 1])
-    args.threads = args.threads or cores
-    if cuda or not hasattr(signal, "SIGSTOP"):  # a stopped process's GPU work goes on: no slices
-        args.slice = 0.0
-    args.slice = 5.0 if args.slice is None else args.slice
-
-
 def _run(args, tmp: Path) -> dict[str, list[dict]]:
-    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "out")}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--settings", json.dumps(settings)]
+    cmd = harness.command(__file__, args, "out")
     roles = [SELFSUP] + [f"{BASELINE}-w{w}" for w in args.workers]
     runs: dict[str, list[dict]] = {role: [] for role in roles}
     for r in range(args.rounds):
-        order = roles[r % len(roles) :] + roles[: r % len(roles)]  # each round another pipeline goes first
+        order = harness.rotated(roles, r)
         print(f"round {r + 1}: " + (f"{', '.join(order)} taking turns of {args.slice:g} s" if args.slice
                                     else "one after the other"), flush=True)  # fmt: skip
-        printed = io.StringIO()  # procs prints each run's rows/s as "images/s": reworded below
-        try:
-            with contextlib.redirect_stdout(printed):
-                groups = [order] if args.slice else [[role] for role in order]
-                results = [res for group in groups for res in run_pipelines(group, cmd, args, tmp)]
-        finally:
-            print(printed.getvalue().replace("images/s", "utterances/s"), end="", flush=True)
-        for res in results:
+        for res in run_round(order, cmd, args, tmp, "utterances/s"):  # procs's "images/s" counts utterances
             runs[res["role"]].append(res)
     return runs
 
 
 def main(argv=None) -> int:
     args = _parse(argv)
-    if args.role:
-        Path(args.result).write_text(json.dumps(_run_role(args)))
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    _resolve(args, cores)
-    machine = _machine(args.device, cores)
+    if args.role:  # a measured subprocess
+        return harness.write_result(args, _run_role(args))
+    cores = harness.usable_cores()
+    harness.resolve(args, cores, CPU_STEPS, CPU_WARMUP, size=("tiny", "base"), workers=([0, 1], [min(8, cores)]))
+    machine = harness.machine_info(args.device, cores)
     with tempfile.TemporaryDirectory(prefix="speech-throughput-") as tmp:
         args.data = _prepare_data(args, Path(tmp) / "data")  # outside the timings
         d = args.data
@@ -582,34 +481,28 @@ def main(argv=None) -> int:
               f"{f' (cropped to {args.max_seconds:g} s)' if args.max_seconds else ''}; "
               f"{100 * d['valid_frame_share']:.0f}% of the padded frames valid")  # fmt: skip
         model = f"tera on speech_transformer {args.size}, 80-bin log-mel, batch {args.batch}"
-        load_before, t0 = os.getloadavg(), time.perf_counter()
+        wall = harness.Wall()
         print(f"Speech pretraining throughput on {machine['name']}: {model}, {args.warmup} warm-up + {args.steps} "
               f"timed steps, {args.threads} torch threads, baseline workers {','.join(map(str, args.workers))}"
               f"{', torch.compile' if args.compile else ''}{', bf16 autocast' if args.device == 'cuda' else ', fp32'}"
-              f"; load average {load_before[0]:.2f}", flush=True)  # fmt: skip
+              f"; load average {wall.load_before[0]:.2f}", flush=True)  # fmt: skip
         runs = _run(args, Path(tmp))
-    wall, load_after = time.perf_counter() - t0, os.getloadavg()
+    wall.stop()
     summary = summarize(runs)
     print(f"\nSpeech pretraining throughput, {machine['name']}: {model}, median of {args.rounds} round(s)")
     print_table(summary, args.device == "cuda")
-    how = runs[SELFSUP][0]["memory_method"]
-    every = f" (RSS every {args.sample_interval:g} s, PSS every {PSS_INTERVAL:g} s)" if how == "/proc sampling" else ""
     print(f"frames/s: valid 10 ms log-mel frames per second (padding not counted); batch, ms/step: making the views "
           f"(selfsup) or waiting for the loader (baseline) in the training process; memory of each pipeline's process "
-          f"tree (main + loader workers): {how}{every}; load average {load_before[0]:.2f} before, "
-          f"{load_after[0]:.2f} after; {wall:.0f} s")  # fmt: skip
+          f"tree (main + loader workers): {memory_method(runs[SELFSUP][0], args)}; "
+          f"{wall.note()}")  # fmt: skip
     if args.data["synthetic"]:
         print("NOTE: synthetic clips were used; run `selfsup data get synth-speech` for the real corpus")
-    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "out", "data")}
-    report = {"machine": machine, "device": args.device, "versions": _versions(), "settings": settings,
-              "model": model, "data": {k: v for k, v in args.data.items() if k not in ("folder", "clips_folder")},
-              "environment": {k: os.environ.get(k) for k in ENV_KEYS},
-              "load_average_before": load_before, "load_average_after": load_after, "wall_s": wall,
-              "summary": summary, "runs": runs}  # fmt: skip
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"speech_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"results written to {out}")
+    report = {"machine": machine, "device": args.device, "versions": harness.versions("torch", "numpy", "selfsup"),
+              "settings": harness.settings(args, "out", "data"), "model": model,
+              "data": {k: v for k, v in args.data.items() if k not in ("folder", "clips_folder")},
+              "environment": harness.environment(),
+              **wall.report(), "summary": summary, "runs": runs}  # fmt: skip
+    harness.write_report(report, args.out, f"speech_{args.device}")
     return 0
 
 

@@ -32,24 +32,16 @@ on CUDA for gpt the model FLOPs utilization against the GPU's dense bf16 peak.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
-import json
 import os
-import platform
-import resource
-import signal
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from procs import PSS_INTERVAL, run_pipelines
+import harness
+from procs import memory_method, peak_memory, run_round, timed_steps
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(1, str(ROOT))  # selfsup from this checkout, installed or not
 HF, SELFSUP = "hf", "selfsup"
 LIBRARIES = {HF: "transformers", SELFSUP: "selfsup"}
 METHODS = ("mlm", "gpt")
@@ -62,14 +54,8 @@ LAYER_NORM_EPS = 1e-6  # selfsup's; set on the transformers side too (no effect 
 # dense bf16 peak (no sparsity) per GPU, from the vendor's datasheets (SXM parts); the first name contained in the
 # device's name wins; --peak-tflops overrides
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
-QUIET_LOAD = 0.2  # a step is "quiet" when other processes kept fewer cores than this busy during it
-ENV_KEYS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM",
-            "HF_HUB_OFFLINE")  # fmt: skip
-KIB = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-
-
-def _log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+TEXT_ENV_KEYS = (*harness.ENV_KEYS, "TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE")
+CPU_STEPS, CPU_WARMUP = 40, 5  # the defaults on CPU (50 and 10 on CUDA)
 
 
 # =============================================================================== the data (in the parent)
@@ -89,7 +75,7 @@ def _imdb_tokenizer(texts, family: str, vocab_size: int):
         tok, got = load_tokenizer(path)
         if got == family:
             return tok
-    tok = train_tokenizer(texts, family, vocab_size, log=_log)
+    tok = train_tokenizer(texts, family, vocab_size, log=harness.log)
     save_tokenizer(tok, path)
     return tok
 
@@ -128,16 +114,16 @@ def _prepare_data(method: str, args, folder: Path) -> dict:
     ds, note = None, "--synthetic" if args.synthetic else None
     if not args.synthetic:
         try:
-            ds = load_dataset("imdb", log=_log)
+            ds = load_dataset("imdb", log=harness.log)
         except UserError as e:
             note = f"IMDB is not cached ({e})"
     if ds is not None:
         tok = _imdb_tokenizer(ds.train.x, family, args.vocab_size)
-        rows = tokenize_dataset(ds, tok, token_spec(tok, family, args.seq_len), "pretrain", log=_log)
+        rows = tokenize_dataset(ds, tok, token_spec(tok, family, args.seq_len), "pretrain", log=harness.log)
         x, lengths = np.asarray(rows.train.x), np.asarray(rows.train.lengths)
         source = f"IMDB train ({len(ds.train)} reviews), selfsup {family} tokenizer"
     else:
-        _log(f"{method}: SYNTHETIC data (random token ids): {note}")
+        harness.log(f"{method}: SYNTHETIC data (random token ids): {note}")
         tok, x, lengths = _synthetic(family, args.vocab_size, args.seq_len, need, args.seed)
         source = "synthetic: random token ids"
     order = np.resize(np.random.default_rng(args.seed).permutation(len(x)), need)  # wraps if the set is small
@@ -161,7 +147,6 @@ def _selfsup_side(method: str, args, device, rows, lengths, folder: Path):
     import selfsup.methods  # noqa: F401  (registers the methods)
     from selfsup.data.tokens import load_tokenizer, token_spec
     from selfsup.encoders import build_encoder
-    from selfsup.precision import autocast
     from selfsup.registry import METHODS as REGISTRY
     from selfsup.train.optim import build_optimizer
 
@@ -179,22 +164,10 @@ def _selfsup_side(method: str, args, device, rows, lengths, folder: Path):
         with torch.no_grad():
             return model.views(x[i * b : (i + 1) * b], g, n[i * b : (i + 1) * b])
 
-    def step(views, i):
-        with autocast(device):
-            loss = train(views).loss
-        loss.backward()
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        if not bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)):  # the Trainer's one host sync
-            raise RuntimeError(f"loss or gradients not finite at step {i}")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
     params = sum(p.numel() for p in model.parameters())
     info = {"params": params, "matmul_params": params - model.encoder.pos_embed.weight.numel(),
             "attention": "sdpa (selfsup Transformer)", "lr": opt.param_groups[0]["lr"]}  # fmt: skip
-    return batch, step, info
+    return batch, harness.trainer_step(model, train, opt, device, args.warmup + args.steps), info
 
 
 def _hf_side(method: str, args, device, rows, lengths, folder: Path):
@@ -270,20 +243,6 @@ def _hf_side(method: str, args, device, rows, lengths, folder: Path):
     return batch, step, info
 
 
-def _own_peak_rss() -> tuple[int, str]:
-    """This process's peak RSS. ``ru_maxrss`` does not do: Linux carries it over exec from the parent's memory
-    at fork (here the parent's, which has held the corpus and trained the tokenizers), while ``VmHWM`` belongs
-    to the process's own address space."""
-    try:
-        with open("/proc/self/status") as f:
-            kib = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
-        if kib is not None:
-            return kib * 1024, "VmHWM"
-    except (OSError, ValueError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB, "ru_maxrss"
-
-
 def _run_role(args) -> dict:
     """A measured subprocess: build one side, run warm-up + timed steps, report monotonic step marks."""
     import numpy as np
@@ -292,31 +251,17 @@ def _run_role(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     library, method = args.role.split("-", 1)
-    device, cuda = torch.device(args.device), args.device == "cuda"
+    device = torch.device(args.device)
     folder = Path(args.data[method]["folder"])
     rows, lengths = np.load(folder / "rows.npy"), np.load(folder / "lengths.npy")
     batch, step, info = (_hf_side if library == HF else _selfsup_side)(method, args, device, rows, lengths, folder)
-    _log(f"  [{args.role}] built on {device}: {info['params']:,} parameters, {args.threads} threads")
-    marks, spans, loss = [], [], None  # system-wide monotonic clock: the parent matches them with its samples
-    for i in range(args.warmup + args.steps):
-        if i == args.warmup:
-            marks.append(time.monotonic())
-        t = time.monotonic()
-        inputs = batch(i)
-        spans.append((t, time.monotonic()))  # the batch: transformers' collator, selfsup's views
-        loss = step(inputs, i)
-        if cuda:
-            torch.cuda.synchronize(device)
-        if i >= args.warmup:
-            marks.append(time.monotonic())
-    peak_rss, peak_rss_source = _own_peak_rss()
+    harness.log(f"  [{args.role}] built on {device}: {info['params']:,} parameters, {args.threads} threads")
+    marks, spans, loss = timed_steps(batch, step, args, device)  # the spans: transformers' collator, selfsup's views
     return {"role": args.role, "library": library, "method": method, "batch_size": args.batch, "steps": args.steps,
-            "seq_len": args.seq_len, "step_marks": marks, "data_spans": spans[args.warmup :],
+            "seq_len": args.seq_len, "step_marks": marks, "data_spans": spans,
             "final_loss": float(loss.float()), "threads": torch.get_num_threads(), **info,
-            "autocast": "bf16" if cuda else None, "compile": args.compile,
-            "ru_maxrss_self_bytes": peak_rss, "ru_maxrss_self_source": peak_rss_source,  # procs reads this key
-            "ru_maxrss_children_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB,
-            "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}  # fmt: skip
+            "autocast": "bf16" if device.type == "cuda" else None, "compile": args.compile,
+            **peak_memory(device)}  # fmt: skip
 
 
 # =============================================================================== summary, table, JSON
@@ -346,10 +291,7 @@ def _flops_per_token(r: dict, args) -> float:
 
 def _summarize_side(rs: list[dict], args, peak: float | None) -> dict:
     t = args.seq_len
-    steps = [(r["batch_size"] * t, dt, load) for r in rs
-             for dt, load in zip(r["step_seconds"], r.get("step_other_load_cores") or [None] * r["steps"])]  # fmt: skip
-    quiet = [(n, dt) for n, dt, load in steps if load is not None and load < QUIET_LOAD]
-    loads = [r["other_load_cores"] for r in rs if r.get("other_load_cores") is not None]
+    quiet, quiet_steps = harness.quiet_rate(rs, lambda r: [r["batch_size"] * t] * r["steps"])
     tps = statistics.median(r["images_per_s"] * t for r in rs)  # procs counts rows per second
     out = {
         "tokens_per_s": tps,
@@ -357,14 +299,10 @@ def _summarize_side(rs: list[dict], args, peak: float | None) -> dict:
         "tokens_per_s_median_step": statistics.median(
             r["batch_size"] * t / statistics.median(r["step_seconds"]) for r in rs
         ),
-        "tokens_per_s_quiet": sum(n for n, _ in quiet) / sum(dt for _, dt in quiet) if quiet else None,
-        "quiet_steps": len(quiet),
+        "tokens_per_s_quiet": quiet,
+        "quiet_steps": quiet_steps,
         "batch_ms_per_step": 1e3 * statistics.median(statistics.mean(r["views_seconds"]) for r in rs),
-        "other_load_cores": max(loads) if loads else None,
-        "peak_rss_bytes": max(r["tree_peak_rss_bytes"] for r in rs),
-        "peak_pss_bytes": max((r.get("tree_peak_pss_bytes") or 0) for r in rs) or None,
-        "main_peak_rss_bytes": max(r["ru_maxrss_self_bytes"] for r in rs),
-        "cuda_max_allocated_bytes": max((r.get("cuda_max_allocated_bytes") or 0) for r in rs) or None,
+        **harness.load_and_memory(rs),
         "final_loss": rs[-1]["final_loss"],
         "params": rs[0]["params"],
         "attention": rs[0]["attention"],
@@ -389,14 +327,10 @@ def summarize(runs: dict[str, dict[str, list[dict]]], args, peak: float | None) 
     return out
 
 
-def _mib(b) -> str:
-    return "-" if not b else f"{b / 2**20:,.0f} MiB"
-
-
 def print_table(summary: dict, args) -> None:
     cuda = args.device == "cuda"
     cols = ["method", "library", "tokens/s", "by median step", "batch, ms/step"]
-    cols += [] if cuda else ["other load (cores)", f"tokens/s, quiet steps (other load < {QUIET_LOAD:g})"]
+    cols += harness.load_columns("tokens/s", cuda)
     cols += ["peak RSS", "peak PSS"] + (["CUDA max allocated", "MFU"] if cuda else []) + ["params", "final loss"]
     rows = []
     for method, s in summary.items():
@@ -407,16 +341,11 @@ def print_table(summary: dict, args) -> None:
             rows.append([method, name, f"{r['tokens_per_s']:,.0f}", f"{r['tokens_per_s_median_step']:,.0f}",
                          f"{r['batch_ms_per_step']:.1f}",
                          *([] if cuda else ["-" if load is None else f"{load:.2f}", quiet]),
-                         _mib(r["peak_rss_bytes"]), _mib(r["peak_pss_bytes"]),
-                         *([_mib(r["cuda_max_allocated_bytes"]), f"{100 * r['mfu']:.1f}%" if "mfu" in r else "-"]
+                         harness.mib(r["peak_rss_bytes"]), harness.mib(r["peak_pss_bytes"]),
+                         *([harness.mib(r["cuda_max_allocated_bytes"]), f"{100 * r['mfu']:.1f}%" if "mfu" in r else "-"]
                            if cuda else []),
                          f"{r['params'] / 1e6:.2f} M", f"{r['final_loss']:.3f}"])  # fmt: skip
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    line = lambda r: "| " + " | ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) + " |"  # noqa: E501 # fmt: skip
-    print("\n" + line(cols))
-    print("|" + "|".join("-" * (w + 1) + ("-" if i < 2 else ":") for i, w in enumerate(widths)) + "|")
-    for r in rows:
-        print(line(r))
+    harness.print_markdown(cols, rows, left=2)
     print()
     for method, s in summary.items():
         quiet = s["ratio_quiet_steps"]
@@ -425,123 +354,59 @@ def print_table(summary: dict, args) -> None:
               + ("" if cuda or quiet is None else f", {quiet:.2f}x over the quiet steps"))  # fmt: skip
 
 
-def _machine(device: str, cores: int) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    gpu = None
-    if device == "cuda":
-        import torch
-
-        gpu = torch.cuda.get_device_name(0)
-    return {"cpu": cpu, "cores": cores, "gpu": gpu, "name": gpu or f"{cpu}, {cores} cores"}
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "tokenizers", "selfsup", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 # =============================================================================== flags and the whole run
 
 
 def _parse(argv) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p = harness.parser(__doc__)
     p.add_argument("--size", choices=list(SIZES), help="model size on both sides (default tiny on CPU, base on CUDA)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per row = the models' positions (default 128)")
     p.add_argument("--batch", type=int, help="rows per step (default 32 on CPU, 128 on CUDA)")
-    p.add_argument("--steps", type=int, help="timed steps per run (default 40 on CPU, 50 on CUDA)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default 5 on CPU, 10 on CUDA)")
+    harness.add_steps(p, CPU_STEPS, CPU_WARMUP)
     p.add_argument("--methods", default="mlm,gpt", help="comma-separated, of mlm,gpt (default both)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model on both sides")
     p.add_argument("--vocab-size", type=int, default=8192, help="of the tokenizers trained (default 8192, selfsup's)")
     p.add_argument("--synthetic", action="store_true", help="random token rows even where IMDB is cached")
-    p.add_argument("--threads", type=int, help="torch threads of each pipeline (default: all cores)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds, each started by the other side; median reported")
-    p.add_argument("--slice", type=float, help="on CPU, the two pipelines of a comparison run at once, taking turns "
-                   "of this many seconds (default 5); 0: one after the other (always so on CUDA)")  # fmt: skip
+    harness.add_turns(p, "the two pipelines of a comparison run at once", threads="of each pipeline",
+                      first="the other side")  # fmt: skip
     p.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak for MFU (default: known H100/H200 "
                    "989, A100 312)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-interval", type=float, default=0.2, help="seconds between memory samples")
-    p.add_argument("--out", help="results JSON (default benchmarks/results/text_<device>.json)")
-    for hidden in ("--role", "--settings", "--result"):
-        p.add_argument(hidden, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.role:  # a measured subprocess: the parent's resolved settings
-        return argparse.Namespace(**{**json.loads(args.settings), "role": args.role, "result": args.result})
+    harness.add_tail(p, "--out", "results JSON (default benchmarks/results/text_<device>.json)")
+    args = harness.parse_args(p, argv)
+    if args.role:  # a measured subprocess
+        return args
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or any(m not in METHODS for m in methods):
         p.error(f"--methods takes a comma-separated list of {', '.join(METHODS)}")
     args.methods = methods
-    if min(args.steps or 1, args.rounds, args.batch or 1) < 1 or min(args.warmup or 0, args.slice or 0) < 0:
-        p.error("--steps, --rounds and --batch must be at least 1, --warmup and --slice at least 0")
+    harness.check_counts(p, args, args.batch or 1, "--batch")
     if args.seq_len < 16 or args.vocab_size < 300:
         p.error("--seq-len must be at least 16 and --vocab-size at least 300")
     return args
 
 
-def _resolve(args, cores: int) -> None:
-    """Device-dependent defaults."""
-    import torch
-
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but CUDA is not available here")
-    cuda = args.device == "cuda"
-    args.size = args.size or ("base" if cuda else "tiny")
-    args.batch = args.batch or (128 if cuda else 32)
-    args.steps = args.steps or (50 if cuda else 40)
-    args.warmup = args.warmup if args.warmup is not None else (10 if cuda else 5)
-    args.threads = args.threads or cores
-    if cuda or not hasattr(signal, "SIGSTOP"):  # a stopped process's GPU work goes on: no slices
-        args.slice = 0.0
-    args.slice = 5.0 if args.slice is None else args.slice
-
-
 def _run(args, tmp: Path) -> dict[str, dict[str, list[dict]]]:
-    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "out")}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--settings", json.dumps(settings)]
+    cmd = harness.command(__file__, args, "out")
     runs: dict[str, dict[str, list[dict]]] = {m: {HF: [], SELFSUP: []} for m in args.methods}
     for r in range(args.rounds):
         for method in args.methods:
-            order = [HF, SELFSUP] if r % 2 == 0 else [SELFSUP, HF]  # each round the other side goes first
-            roles = [f"{lib}-{method}" for lib in order]
+            # each round the other side goes first
+            roles = [f"{lib}-{method}" for lib in harness.rotated([HF, SELFSUP], r)]
             print(f"{method}, round {r + 1}: " + (f"{' and '.join(roles)} taking turns of {args.slice:g} s"
                                                   if args.slice else "one after the other"), flush=True)  # fmt: skip
-            printed = io.StringIO()  # procs prints each run's rows/s as "images/s": reworded below
-            try:
-                with contextlib.redirect_stdout(printed):
-                    groups = [roles] if args.slice else [[role] for role in roles]
-                    results = [res for group in groups for res in run_pipelines(group, cmd, args, tmp)]
-            finally:
-                print(printed.getvalue().replace("images/s", "rows/s"), end="", flush=True)
-            for res in results:
+            for res in run_round(roles, cmd, args, tmp, "rows/s"):  # procs's "images/s" counts rows
                 runs[method][res["library"]].append(res)
     return runs
 
 
 def main(argv=None) -> int:
     args = _parse(argv)
-    if args.role:
-        Path(args.result).write_text(json.dumps(_run_role(args)))
-        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the models are built from configs: nothing to fetch
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    _resolve(args, cores)
-    machine = _machine(args.device, cores)
+    if args.role:  # a measured subprocess
+        return harness.write_result(args, _run_role(args))
+    cores = harness.usable_cores()
+    harness.resolve(args, cores, CPU_STEPS, CPU_WARMUP, size=("tiny", "base"), batch=(32, 128))
+    machine = harness.machine_info(args.device, cores)
     peak, peak_source = _peak_flops(args)
     dim, depth, heads = SIZES[args.size]
     with tempfile.TemporaryDirectory(prefix="text-throughput-") as tmp:
@@ -551,37 +416,31 @@ def main(argv=None) -> int:
                   f"{d['rows_available']}, {100 * d['real_token_share']:.0f}% of positions real tokens")  # fmt: skip
         model = (f"size {args.size} ({dim}-d x {depth} layers x {heads} heads, MLP {4 * dim}), seq-len {args.seq_len}, "
                  f"batch {args.batch}")  # fmt: skip
-        load_before, t0 = os.getloadavg(), time.perf_counter()
+        wall = harness.Wall()
         print(f"Text pretraining throughput on {machine['name']}: {model}, {args.warmup} warm-up + {args.steps} timed "
               f"steps, {args.threads} torch threads{', torch.compile' if args.compile else ''}"
-              f"{', bf16 autocast' if args.device == 'cuda' else ', fp32'}; load average {load_before[0]:.2f}",
+              f"{', bf16 autocast' if args.device == 'cuda' else ', fp32'}; load average {wall.load_before[0]:.2f}",
               flush=True)  # fmt: skip
         runs = _run(args, Path(tmp))
-    wall, load_after = time.perf_counter() - t0, os.getloadavg()
+    wall.stop()
     summary = summarize(runs, args, peak)
     print(f"\nText pretraining throughput, {machine['name']}: {model}, median of {args.rounds} round(s)")
     print_table(summary, args)
-    how = runs[args.methods[0]][SELFSUP][0]["memory_method"]
-    every = f" (RSS every {args.sample_interval:g} s, PSS every {PSS_INTERVAL:g} s)" if how == "/proc sampling" else ""
     print(f"tokens/s: positions of the [batch, seq-len] input per second; batch, ms/step: the collator "
           f"(transformers) or the views (selfsup) in the training process; memory of each pipeline's process: "
-          f"{how}{every}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-          f"{wall:.0f} s")  # fmt: skip
+          f"{memory_method(runs[args.methods[0]][SELFSUP][0], args)}; {wall.note()}")  # fmt: skip
     if peak_source:
         print(f"MFU (gpt): tokens/s x (6 N + 12 L D T) / peak; peak: {peak_source}")
     if any(d["synthetic"] for d in args.data.values()):
         print("NOTE: synthetic token rows (random ids) were used; run `selfsup data get imdb` for the real corpus")
-    settings = {k: v for k, v in vars(args).items() if k not in ("role", "settings", "result", "out", "data")}
-    report = {"machine": machine, "device": args.device, "versions": _versions(), "settings": settings,
-              "model": model, "data": {m: {k: v for k, v in d.items() if k != "folder"} for m, d in args.data.items()},
-              "environment": {k: os.environ.get(k) for k in ENV_KEYS},
+    report = {"machine": machine, "device": args.device,
+              "versions": harness.versions("torch", "transformers", "tokenizers", "selfsup", "numpy"),
+              "settings": harness.settings(args, "out", "data"), "model": model,
+              "data": {m: {k: v for k, v in d.items() if k != "folder"} for m, d in args.data.items()},
+              "environment": harness.environment(TEXT_ENV_KEYS),
               "mfu_peak_flops": peak, "mfu_peak_source": peak_source,
-              "load_average_before": load_before, "load_average_after": load_after, "wall_s": wall,
-              "summary": summary, "runs": runs}  # fmt: skip
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"text_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"results written to {out}")
+              **wall.report(), "summary": summary, "runs": runs}  # fmt: skip
+    harness.write_report(report, args.out, f"text_{args.device}")
     return 0
 
 

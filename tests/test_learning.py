@@ -20,7 +20,8 @@ BASE = dict(data="fashion-mnist", width=8, limit=4096, batch_size=128, budget="8
 SETTINGS = {
     "inpainting": dict(budget="250steps"),
     "rotation": dict(budget="40steps"),  # rotation sees each image 4 times per step
-    # fresher negatives in a short run; 160 steps (validation kNN 67.2 vs random init 61.7 on the 2-core VM, 2026-12-04):
+    # fresher negatives in a short run; 160 steps (validation kNN 67.2 vs random init 61.7 on the 2-core VM,
+    # 2026-12-04):
     # at 80 steps kNN was 2.8 points ahead, under the margin on this machine's numerics though not on CI's
     "moco": dict(budget="160steps", params={"queue_size": 512}),
     "byol": dict(batch_size=64, budget="320steps"),  # BYOL starts slowly

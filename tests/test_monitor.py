@@ -45,7 +45,8 @@ def test_a_value_hovering_at_the_threshold_warns_once_and_clears_once():
     watch = CollapseWatch()
     lines = [watch.observe({"emb_std": s, "emb_erank": 23.0}) for s in stds]
     said = [(i, line.split(" (")[0]) for i, line in enumerate(lines) if line]
-    assert said == [(10, "warning: the representation is collapsing"), (17, "the representation is back above the collapse thresholds")]
+    assert said == [(10, "warning: the representation is collapsing"),
+                    (17, "the representation is back above the collapse thresholds")]
 
 
 def test_a_lasting_collapse_is_repeated_every_tenth_measurement_and_never_cleared():

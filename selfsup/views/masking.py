@@ -127,7 +127,8 @@ def word_starts(ids: Tensor, continues: Tensor, special_ids) -> Tensor:
 
 
 def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None = None,
-                  generator: torch.Generator | None = None, span: int = 1, starts: Tensor | None = None) -> Tensor:  # fmt: skip
+                  generator: torch.Generator | None = None, span: int = 1,
+                  starts: Tensor | None = None) -> Tensor:  # fmt: skip
     """Positions a masked-prediction objective predicts: each ordinary token (not special, not padding) with
     probability ``prob``, independently (BERT; RoBERTa's dynamic masking draws anew at every call). With
     ``span`` > 1, each drawn position starts a run of ``span`` tokens (k-mer tokens, whose neighbours would

@@ -234,3 +234,20 @@ def test_eval_task_errors_are_one_line(tera_run, capsys):
     assert "no protocol 'knn'" in err and "\n" not in err
     assert main(["eval", str(tera_run), "--task", "ctc", "--plot"]) == 2
     assert "--plot" in capsys.readouterr().err
+
+
+def test_token_features_with_progress_reports_every_batch():
+    """Frame-level features extracted in several batches with a progress callback (as evaluation shows it)."""
+    from selfsup.data.audio import Waveforms
+    from selfsup.encoders import build_encoder
+    from selfsup.evaluate.features import extract_features
+
+    enc = build_encoder("speech_transformer", AudioSpec(), {"dim": 32, "depth": 1, "heads": 2, "conv_channels": 8})
+    rng = np.random.default_rng(0)
+    clips = Waveforms.from_clips([(voice(f, s, rng) * 32767).astype(np.int16) for f, s in ((120, 0.3), (200, 0.5),
+                                                                                              (300, 0.4))])  # fmt: skip
+    seen = []
+    out = extract_features(enc, clips, batch_size=2, device="cpu", progress=lambda d, n, s: seen.append((d, n)),
+                           tokens=True)  # fmt: skip
+    assert seen == [(2, 3), (3, 3)]
+    assert isinstance(out, TokenFeatures) and len(out) == 3

@@ -100,8 +100,8 @@ def _extract(encoder: Encoder, x, batch_size: int, device: str, lengths, progres
             f = encoder(b, lengths=lb) if lb is not None else encoder(b)
         if tokens:
             t = f.tokens.float().cpu()  # [B, T, D]
-            n = f.lengths.cpu() if f.lengths is not None else torch.full((t.shape[0],), t.shape[1])
-            out.append((t, n))
+            valid = f.lengths.cpu() if f.lengths is not None else torch.full((t.shape[0],), t.shape[1])
+            out.append((t, valid))
         else:
             out.append(f.pooled.float().cpu())
         if progress is not None:

@@ -251,3 +251,31 @@ def test_token_features_with_progress_reports_every_batch():
                            tokens=True)  # fmt: skip
     assert seen == [(2, 3), (3, 3)]
     assert isinstance(out, TokenFeatures) and len(out) == 3
+
+
+def test_ctc_fine_tuning_overfits_a_few_utterances_to_cer_0(synth):
+    """The ctc task's head and loss, trained end to end with the encoder on three utterances, transcribe them
+    exactly: the CTC path (lengths, blank, decoding) has no error that would cap learning."""
+    from selfsup.encoders import build_encoder
+    from selfsup.evaluate.finetune import finetune, predict
+
+    train = synth["ctc_train"]
+    x, y = train.x[np.arange(3)], train.y.take(np.arange(3))
+    task = TASKS.get("ctc")()
+    torch.manual_seed(0)
+    enc = build_encoder("speech_transformer", AudioSpec(), {"dim": 64, "depth": 2, "heads": 2, "conv_channels": 16})
+    before = task.score(predict(finetune(enc, x, y, task, 29, None, min_steps=1, epochs=1, device="cpu"), x), y)
+    model = finetune(enc, x, y, task, 29, None, epochs=1, lr=3e-3, batch_size=3, min_steps=200, device="cpu")
+    assert before["cer"] > 0.5
+    assert task.score(predict(model, x), y) == {"cer": 0.0, "wer": 0.0}
+
+
+def test_eer_matches_a_brute_force_threshold_scan():
+    """On random scores (with ties), the interpolated EER lies within one trial of min over thresholds of
+    max(false acceptance, false rejection), scanned at every score."""
+    rng = np.random.default_rng(3)
+    for n_same, n_diff, shift in ((300, 500, 1.0), (1000, 200, 0.3), (50, 50, 2.0)):
+        same = np.r_[np.ones(n_same, bool), np.zeros(n_diff, bool)]
+        scores = np.round(np.r_[rng.normal(shift, 1, n_same), rng.normal(0, 1, n_diff)], 2)  # ties
+        best = min(max(np.mean(scores[~same] >= t), np.mean(scores[same] < t)) for t in np.unique(scores))
+        assert abs(equal_error_rate(scores, same) - best) <= 1 / min(n_same, n_diff) + 1e-9

@@ -68,7 +68,7 @@ def test_method_contract_and_a_few_steps(name, encoder, spec_i):
         for v in out.metrics.values():  # tensors on the device, turned into floats only at logging steps
             assert isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad
         if out.embedding is not None:
-            assert out.embedding.shape[1] == method.encoder.dim and not out.embedding.requires_grad
+            assert out.embedding.ndim == 2 and len(out.embedding) > 1 and not out.embedding.requires_grad
         opt.zero_grad()
         out.loss.backward()
         assert all(p.grad is not None for p in method.encoder.parameters())

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 class Output(NamedTuple):
     loss: Tensor  # scalar
     metrics: dict[str, Tensor]  # 0-d tensors, detached; turned into floats only at logging steps (no host sync)
-    embedding: Tensor | None = None  # [B, D] representation for the collapse monitor
+    embedding: Tensor | None = None  # [B, D'] representation for the collapse monitor (the encoder's pooled features,
+    # or the space the loss spreads where those narrow while healthy: speaker-contrastive's projection)
 
 
 def mlp_head(in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = True) -> nn.Sequential:

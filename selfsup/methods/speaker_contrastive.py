@@ -132,4 +132,6 @@ class SpeakerContrastive(nn.Module):
         h = self.encoder(wave, lengths=lengths).pooled  # [2B, D]
         z1, z2 = self.projector(h).chunk(2)  # [B, d] each
         loss = nt_xent(z1, z2, self.params.temperature)
-        return Output(loss, {"contrastive_acc": contrastive_accuracy(z1, z2)}, h[: z1.shape[0]].detach())
+        # the collapse monitor reads z, the space the loss spreads: the mean-pooled speech features h narrow to a
+        # common direction while they learn (docs/speech.md), which the monitor would take for a collapse
+        return Output(loss, {"contrastive_acc": contrastive_accuracy(z1, z2)}, z1.detach())

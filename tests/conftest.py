@@ -39,6 +39,23 @@ def _isolated_cache(cache_root, monkeypatch):
     monkeypatch.setenv("SELFSUP_CACHE", str(cache_root))
 
 
+@pytest.fixture(scope="session")
+def synth_small(cache_root):
+    """synth-speech at its small size, built once per session (espeak-ng installed with apt-get as root, as CI runs);
+    a machine that cannot have it fails here, never skips."""
+    from selfsup.data import fetch, named_speech, synth_speech_splits
+    from selfsup.errors import UserError
+
+    try:
+        named_speech.ensure_espeak()
+    except UserError as e:
+        pytest.fail(f"espeak-ng cannot be installed here: {e}")
+    lines = []
+    fetch("synth-speech", log=lines.append, size="small")
+    assert "synth-speech (small)" in lines[-1]
+    return synth_speech_splits("small")
+
+
 def require_fmnist() -> Path:
     """Fashion-MNIST's raw files, found the way selfsup finds them, or fetched the way `selfsup data get
     fashion-mnist` fetches them (into the user's cache). Missing data fails the test: it never skips."""

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from selfsup.data import Split, fetch, load_dataset, named_speech, synth_speech_splits
+from selfsup.data import Split, fetch, load_dataset, named_speech
 from selfsup.data import audio as audio_mod
 from selfsup.data.audio import CHARS, ClipWriter, Waveforms, load_audio_folder, load_clips, resample, transcript_text
 from selfsup.errors import UserError
@@ -232,18 +232,6 @@ def test_train_test_folders_keep_their_split(tmp_path, private_cache):
 # ----------------------------------------------------------------------------- synth-speech
 
 
-@pytest.fixture(scope="session")
-def synth_small(cache_root):
-    try:
-        named_speech.ensure_espeak()
-    except UserError as e:
-        pytest.skip(f"espeak-ng cannot be installed here: {e}")
-    log = Log()
-    fetch("synth-speech", log=log, size="small")
-    assert "synth-speech (small)" in log[-1]
-    return synth_speech_splits("small")
-
-
 def test_synth_speech_small(synth_small):
     parts = synth_small
     n_spk, per = named_speech.SIZES["small"]
@@ -301,7 +289,7 @@ def klettres(cache_root):
     try:
         fetch("klettres", log=lambda _: None)
     except UserError as e:
-        pytest.skip(f"klettres-data cannot be fetched here: {e}")
+        pytest.fail(f"klettres-data cannot be fetched here: {e}")
     return load_dataset("klettres")
 
 

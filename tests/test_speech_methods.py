@@ -142,6 +142,19 @@ def test_speed_perturbation_changes_length_and_pitch_by_the_factor():
 # ------------------------------------------------------------------------------------------------ speaker-contrastive
 
 
+def train_steps(m, x, lengths, steps: int) -> None:
+    """``steps`` steps of AdamW (lr 3e-3) on random batches of 32 clips, as a learning test trains a method."""
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.01)
+    g = gen(4)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (32,), generator=g)
+        out = m(m.views(x[idx], g, lengths[idx]))
+        opt.zero_grad()
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
+        opt.step()
+
+
 def contrastive(seed=0, **params):
     torch.manual_seed(seed)
     encoder = build_encoder("speech_transformer", SPEC, SMALL)
@@ -196,15 +209,7 @@ def test_speaker_contrastive_learns_features_that_separate_speakers():
     encoder = build_encoder("speech_transformer", SPEC, LEARN)
     m = SpeakerContrastive(encoder, SpeakerContrastiveParams(segment_seconds=0.5), SPEC)
     before = knn_accuracy(m.encoder, train, test)
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.01)
-    g = gen(4)
-    for _ in range(60):
-        idx = torch.randint(0, len(x), (32,), generator=g)
-        out = m(m.views(x[idx], g, lengths[idx]))
-        opt.zero_grad()
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
-        opt.step()
+    train_steps(m, x, lengths, 60)
     after = knn_accuracy(m.encoder, train, test)
     assert after > 0.6 and after > before + 0.25, (before, after)
 
@@ -379,15 +384,7 @@ def test_hubert_learns_to_predict_masked_units():
     m = HuBERT(build_encoder("speech_transformer", SPEC, LEARN), HuBERTParams(num_clusters=50), SPEC)
     fitted(m, x, lengths, 5)
     before = knn_accuracy(m.encoder, train, test)
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.01)
-    g = gen(4)
-    for _ in range(120):
-        idx = torch.randint(0, len(x), (32,), generator=g)
-        out = m(m.views(x[idx], g, lengths[idx]))
-        opt.zero_grad()
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
-        opt.step()
+    train_steps(m, x, lengths, 120)
     m.eval()
     with torch.no_grad():
         views = m.views(test[0], gen(9), test[1])

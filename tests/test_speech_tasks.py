@@ -12,7 +12,7 @@ import torch
 
 from selfsup.cli import main
 from selfsup.config import DataConfig, EvalConfig
-from selfsup.data import Dataset, SequenceLabels, Split, fetch, load_dataset, synth_speech_splits
+from selfsup.data import Dataset, SequenceLabels, Split, load_dataset
 from selfsup.data.audio import transcript_text
 from selfsup.data.spec import AudioSpec
 from selfsup.errors import UserError
@@ -128,24 +128,12 @@ def test_linear_ctc_head_learns_a_toy_alphabet():
 # ----------------------------------------------------------------------------- on synth-speech small
 
 
-@pytest.fixture(scope="module")
-def synth(cache_root):
-    from selfsup.data import named_speech
-
-    try:
-        named_speech.ensure_espeak()
-    except UserError as e:
-        pytest.skip(f"espeak-ng cannot be installed here: {e}")
-    fetch("synth-speech", log=lambda _: None, size="small")
-    return synth_speech_splits("small")
-
-
-def test_verify_splits_are_speaker_disjoint_and_seeded(synth):
+def test_verify_splits_are_speaker_disjoint_and_seeded(synth_small):
     task, ev = Verify(), EvalConfig()
     ds = load_dataset("synth-speech")
     background, verification = task.splits(DataConfig(name="synth-speech"), ds)
     assert not set(background.groups["speaker"]) & set(verification.groups["speaker"])
-    assert set(background.groups["speaker"]) == set(synth["train"].groups["speaker"])  # pretraining's speakers
+    assert set(background.groups["speaker"]) == set(synth_small["train"].groups["speaker"])  # pretraining's speakers
     carved = task.carve(background, verification, ev)
     val, test = carved.splits["val"], carved.splits["test"]
     assert len(val) + len(test) == len(verification) and list(carved.subsets) == [1.0]
@@ -177,11 +165,11 @@ def test_tasks_that_do_not_fit_the_data_are_one_line_errors():
         assert "\n" not in str(e.value)
 
 
-def test_logmel_baseline_ctc_head_beats_all_blank(synth):
+def test_logmel_baseline_ctc_head_beats_all_blank(synth_small):
     """The raw-input model of ctc (stacked log-mel frames + a linear CTC head), trained on the 30 training
     utterances, transcribes unseen speakers' unseen sentences clearly better than emitting nothing (CER 1)."""
     spec = AudioSpec()
-    train, test = synth["ctc_train"], synth["ctc_test"]
+    train, test = synth_small["ctc_train"], synth_small["ctc_test"]
     tr, te = logmel_tokens(train.x, spec), logmel_tokens(test.x, spec)
     assert tr.dim == 320 and (tr.lengths == (spec.frames(torch.as_tensor(train.lengths)) + 3) // 4).all()
     mu, sd = tr.flat.mean(0), tr.flat.std(0)
@@ -198,7 +186,7 @@ def test_logmel_baseline_ctc_head_beats_all_blank(synth):
 
 
 @pytest.fixture(scope="module")
-def tera_run(synth, tmp_path_factory):
+def tera_run(synth_small, tmp_path_factory):
     run = tmp_path_factory.mktemp("speech-tasks") / "run"
     assert main(["pretrain", "--data", "synth-speech", "--method", "tera", "--budget", "4steps", "--batch-size", "8",
                  "--device", "cpu", "--out", str(run), *SMALL]) == 0  # fmt: skip
@@ -253,13 +241,13 @@ def test_token_features_with_progress_reports_every_batch():
     assert isinstance(out, TokenFeatures) and len(out) == 3
 
 
-def test_ctc_fine_tuning_overfits_a_few_utterances_to_cer_0(synth):
+def test_ctc_fine_tuning_overfits_a_few_utterances_to_cer_0(synth_small):
     """The ctc task's head and loss, trained end to end with the encoder on three utterances, transcribe them
     exactly: the CTC path (lengths, blank, decoding) has no error that would cap learning."""
     from selfsup.encoders import build_encoder
     from selfsup.evaluate.finetune import finetune, predict
 
-    train = synth["ctc_train"]
+    train = synth_small["ctc_train"]
     x, y = train.x[np.arange(3)], train.y.take(np.arange(3))
     task = TASKS.get("ctc")()
     torch.manual_seed(0)

@@ -45,6 +45,7 @@ import numpy as np
 
 from selfsup.data.base import Dataset, SequenceLabels, Split
 from selfsup.data.cache import building, cache_dir, load_array, save_array
+from selfsup.data.folder import list_files
 from selfsup.data.spec import AudioSpec
 from selfsup.data.splits import stratified_holdout
 from selfsup.errors import UserError
@@ -274,22 +275,6 @@ def transcript_labels(texts: list[str]) -> SequenceLabels:
 # ----------------------------------------------------------------------------- a user's audio folder
 
 
-def _walk(root: Path) -> list[str]:
-    """Relative POSIX paths of the non-hidden files below ``root``, sorted."""
-    found, seen = [], {os.path.realpath(root)}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        kept = []
-        for d in sorted(dirnames):  # follow linked folders, each real folder once
-            real = os.path.realpath(os.path.join(dirpath, d))
-            if not d.startswith(".") and real not in seen:
-                seen.add(real)
-                kept.append(d)
-        dirnames[:] = kept
-        rel = Path(dirpath).relative_to(root)
-        found += [(rel / f).as_posix() for f in filenames if not f.startswith(".")]
-    return sorted(found)
-
-
 def is_audio_path(path) -> bool:
     """An audio file, or a folder holding audio files (WAV/FLAC/OGG/...) and no images."""
     p = Path(path).expanduser()
@@ -297,7 +282,7 @@ def is_audio_path(path) -> bool:
         return p.name.lower().endswith(AUDIO_SUFFIXES)
     if not p.is_dir():
         return False
-    names = [f.lower() for f in _walk(p)]
+    names = [f.lower() for f in list_files(p)]
     return any(n.endswith(AUDIO_SUFFIXES) for n in names) and not any(n.endswith(IMAGE_SUFFIXES) for n in names)
 
 
@@ -505,7 +490,7 @@ def load_audio_folder(path, strict: bool = False, labels: str = "speaker", seed:
     if not 0.0 <= float(test_fraction) < 1.0:
         raise UserError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     root = root.resolve()
-    files = _walk(root)
+    files = list_files(root)
     if not any(f.lower().endswith(AUDIO_SUFFIXES) for f in files):
         raise UserError(_no_audio(name, 0))
     folder = cache_dir() / "audio" / _cache_key(root, files, strict, seed, float(test_fraction))

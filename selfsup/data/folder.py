@@ -48,7 +48,7 @@ ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;16BS", "I;16LS"}
 
 
-def _list_files(root: Path) -> list[str]:
+def list_files(root: Path) -> list[str]:
     """Relative POSIX paths of every non-hidden file below ``root``, sorted."""
     found, seen = [], {os.path.realpath(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -255,7 +255,7 @@ def load_image_folder(
     if not 0.0 <= float(test_fraction) < 1.0:
         raise UserError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     root = root.resolve()
-    files = _list_files(root)
+    files = list_files(root)
     if not files:
         raise UserError(_no_images(name, 0))
 

@@ -56,6 +56,7 @@ from selfsup.encoders.base import padding_mask
 from selfsup.encoders.speech import dct_matrix
 from selfsup.errors import UserError
 from selfsup.methods.base import Output
+from selfsup.methods.tera import TERA, check_speech_encoder
 from selfsup.registry import METHODS
 from selfsup.views.masking import select_spans
 
@@ -178,15 +179,12 @@ def sample_frames(dataset, encoder: nn.Module, dct: Tensor, max_frames: int, gen
 class HuBERT(nn.Module):
     modality = "audio"
     Params = HuBERTParams
-    # lr per 256 utterances as tera's: 1.6e-3 (2e-4 at batch 32), 8e-3 on a CPU (1e-3 at 32). Unmeasured.
-    defaults = {"optimizer": "adamw", "lr": 1.6e-3, "weight_decay": 0.01, "batch_size": 32, "cpu_batch_size": 32,
-                "cpu_lr": 8e-3}  # fmt: skip
+    defaults = dict(TERA.defaults)  # tera's optimizer, batch and lr (unmeasured for hubert)
     default_encoder = "speech_transformer"
 
     def __init__(self, encoder: nn.Module, params: HuBERTParams, spec):
         super().__init__()
-        if not all(hasattr(encoder, a) for a in ("features", "encode_frames", "subsample", "input")):
-            raise UserError("method hubert needs a speech encoder; use --encoder speech_transformer")
+        check_speech_encoder("hubert", encoder, needs=("input",))
         check_params(params)
         self.encoder, self.params = encoder, params
         per_20ms = 0.02 * spec.sample_rate / spec.hop  # our frames per paper frame (2 at 10 ms)

@@ -94,6 +94,12 @@ def check_params(p: TERAParams) -> None:
         raise UserError("method tera: mask_prob=0 and freq_mask=0 leave nothing to reconstruct; set one above 0")
 
 
+def check_speech_encoder(method: str, encoder: nn.Module, needs: tuple[str, ...] = ()) -> None:
+    """A one-line UserError unless ``encoder`` exposes the speech front end a frame-level method drives."""
+    if not all(hasattr(encoder, a) for a in ("features", "encode_frames", "subsample", *needs)):
+        raise UserError(f"method {method} needs a speech encoder; use --encoder speech_transformer")
+
+
 @METHODS.register("tera")
 class TERA(nn.Module):
     modality = "audio"
@@ -105,8 +111,7 @@ class TERA(nn.Module):
 
     def __init__(self, encoder: nn.Module, params: TERAParams, spec):
         super().__init__()
-        if not all(hasattr(encoder, a) for a in ("features", "encode_frames", "subsample")):
-            raise UserError("method tera needs a speech encoder; use --encoder speech_transformer")
+        check_speech_encoder("tera", encoder)
         check_params(params)
         self.encoder, self.params, self.n_mels = encoder, params, spec.n_mels
         self.head = SpecHead(encoder.dim, encoder.subsample * spec.n_mels)

@@ -89,6 +89,12 @@ class DataConfig:
     text_field: str = "text"  # CSV / TSV / JSONL: the column holding the text
     label_field: str = "label"  # ... and the optional label column
     blank_line_docs: bool = False  # .txt: documents separated by blank lines instead of one per line
+    # biological sequences (FASTA / FASTQ, or CSV / TSV with a sequence column); ignored by other data
+    sequence_field: str = "sequence"  # CSV / TSV: the column holding the sequence
+    alphabet: str = "auto"  # auto | dna | rna | protein
+    soft_mask: str = "drop"  # drop: lower-case (soft-masked) residues are upper-cased; keep: tokens of their own
+    kmer: int = 1  # residues per token: 1 (single residues), or k-mers (DNABERT: 3..6)
+    kmer_overlap: bool = True  # k-mers: overlapping (stride 1, DNABERT) or non-overlapping (stride k)
 
 
 @dataclass
@@ -252,6 +258,13 @@ class RunConfig:
             raise UserError(f"data.vocab_size={self.data.vocab_size} must be at least 64 (--vocab-size)")
         if self.data.image_size is not None and self.data.image_size < 8:
             raise UserError(f"data.image_size={self.data.image_size} must be at least 8")
+        if self.data.alphabet not in ("auto", "dna", "rna", "protein"):
+            raise UserError(f"data.alphabet={self.data.alphabet!r} is not an alphabet; use auto, dna, rna or protein")
+        if self.data.soft_mask not in ("drop", "keep"):
+            raise UserError(f"data.soft_mask={self.data.soft_mask!r}: use drop (upper-case soft-masked residues) or "
+                            "keep (lower-case residues are tokens of their own)")  # fmt: skip
+        if not 1 <= self.data.kmer <= 8:
+            raise UserError(f"data.kmer={self.data.kmer} must be from 1 (single residues) to 8 (--kmer)")
         return self
 
 

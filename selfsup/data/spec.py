@@ -50,6 +50,26 @@ class TextSpec:
 
 
 @dataclass(frozen=True)
+class SeqSpec:
+    """Raw biological sequences: samples are Python strings (a numpy object array) over ``alphabet`` ("dna",
+    "rna" or "protein"; ``selfsup.data.alphabet``). Like ``TextSpec``, not trainable as it is: a run turns it into
+    a ``TokenSpec`` dataset with its sequence tokenizer (``selfsup.data.seq_tokens``: residues or k-mers)."""
+
+    source: str  # the dataset's name or path
+    alphabet: str
+    num_seqs: int
+    kind: ClassVar[str] = "sequence"
+
+    def __post_init__(self) -> None:
+        if self.alphabet not in ("dna", "rna", "protein"):
+            raise ValueError(f"SeqSpec: alphabet must be dna, rna or protein, not {self.alphabet!r}")
+
+    @property
+    def variable_length(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
 class TokenSpec:
     """Token ids ``int32 [max_len]`` per sample, padded with ``pad_id`` after ``lengths[i]`` tokens.
 
@@ -108,7 +128,8 @@ class AudioSpec:
         return 1 + samples // self.hop
 
 
-SPECS: dict[str, type] = {"image": ImageSpec, "text": TextSpec, "tokens": TokenSpec, "audio": AudioSpec}
+SPECS: dict[str, type] = {"image": ImageSpec, "text": TextSpec, "tokens": TokenSpec, "audio": AudioSpec,
+                          "sequence": SeqSpec}
 
 
 def spec_to_dict(spec) -> dict:
@@ -128,7 +149,7 @@ def spec_from_dict(data: dict, where: str = "spec"):
         raise UserError(f"{where} is malformed ({e}); the run folder may be damaged") from None
 
 
-__all__ = ["AudioSpec", "ImageSpec", "SPECS", "TextSpec", "TokenSpec", "random_samples", "spec_from_dict",
+__all__ = ["AudioSpec", "ImageSpec", "SPECS", "SeqSpec", "TextSpec", "TokenSpec", "random_samples", "spec_from_dict",
            "spec_to_dict"]
 
 

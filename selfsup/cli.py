@@ -122,9 +122,14 @@ def _text_args(p) -> None:
     p.add_argument("--label-field", help="CSV / TSV / JSONL: the label column, if any (default label)")
     p.add_argument("--blank-line-docs", action="store_true", default=None,
                    help=".txt: documents separated by blank lines (default: one per line)")
+    p.add_argument("--sequence-field", help="sequences in CSV / TSV: the column holding them (default sequence)")
+    p.add_argument("--alphabet", help="sequences: auto | dna | rna | protein (default auto: detected)")
+    p.add_argument("--soft-mask", help="sequences: drop (upper-case soft-masked residues; default) | keep")
+    p.add_argument("--kmer", type=int, help="sequences: residues per token, 1 (default) or k-mers (3..6 for DNA)")
 
 
-TEXT_FIELDS = ("max_len", "vocab_size", "tokenizer", "text_field", "label_field", "blank_line_docs")
+TEXT_FIELDS = ("max_len", "vocab_size", "tokenizer", "text_field", "label_field", "blank_line_docs",
+               "sequence_field", "alphabet", "soft_mask", "kmer")
 
 
 def _kv(items: list[str]) -> dict[str, str]:

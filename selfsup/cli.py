@@ -52,6 +52,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-limit", type=int, help="score on the first N test images only")
     p.add_argument("--plot", action="store_true",
                    help="also write RUN/label_efficiency.png, RUN/embedding.png and RUN/report.html")  # fmt: skip
+    p.add_argument("--data", help="score on this data instead of the pretraining data (e.g. pretrain on "
+                   "drosophila-upstream, evaluate on dna-splice); the run's data options apply")
     p.add_argument("--task", help="what is predicted: classify (default), verify (speaker verification, EER), "
                                   "ctc (speech to text, CER/WER)")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -60,6 +62,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="fashion-mnist", help="as for pretrain (default fashion-mnist)")
+    p.add_argument("--pretrain-data", help="pretrain every method on this data and score on --data (e.g. "
+                   "--data dna-splice --pretrain-data drosophila-upstream); default: --data itself")
     p.add_argument("--methods", default="all",
                    help="comma-separated methods (default: every method for the data's modality)")
     p.add_argument("--budget", default="5m", help="the same budget for each method: 90s, 5m, 500steps ...")
@@ -166,7 +170,8 @@ def _cmd_pretrain(a) -> None:
 def _cmd_eval(a) -> None:
     from selfsup import api
 
-    limits = {k: v for k, v in (("train_limit", a.train_limit), ("test_limit", a.test_limit)) if v is not None}
+    limits = {k: v for k, v in (("train_limit", a.train_limit), ("test_limit", a.test_limit), ("data", a.data))
+              if v is not None}  # fmt: skip
     api.evaluate(a.run, protocol=a.protocol, labels=a.labels, baselines=False if a.no_baselines else None,
                  plot=True if a.plot else None, task=a.task, **limits, **_kv(a.set))  # fmt: skip
 
@@ -176,7 +181,8 @@ def _cmd_compare(a) -> None:
 
     _kv(a.set)  # validate early
     text_sets = [f"data.{k}={getattr(a, k)}" for k in TEXT_FIELDS if getattr(a, k) is not None]
-    compare(data=a.data, methods=a.methods, budget=a.budget, out=a.out, protocol=a.protocol, labels=a.labels,
+    compare(data=a.data, pretrain_data=a.pretrain_data, methods=a.methods, budget=a.budget, out=a.out,
+            protocol=a.protocol, labels=a.labels,
             train_limit=a.train_limit, test_limit=a.test_limit, sets=[*text_sets, *a.set],
             **{k: getattr(a, k) for k in SHARED_FLAGS if k != "budget"})  # fmt: skip
 

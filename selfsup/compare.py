@@ -104,8 +104,11 @@ def _arch(run: Path) -> str:
 def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None, budget: str = "5m",
             out: str | Path | None = None, protocol: str | list[str] = "knn,linear", labels="1%,10%,100%",
             train_limit: int | None = None, test_limit: int | None = None, sets: list[str] | None = None,
-            log=print, **shared) -> dict:  # fmt: skip
+            pretrain_data: str | None = None, log=print, **shared) -> dict:  # fmt: skip
     """Pretrain each method under the same budget, score each the same way; returns compare.json's content.
+
+    ``pretrain_data``: pretrain on this corpus and score on ``data`` (the usual case in biology: pretrain on
+    genomic sequence, evaluate on a labelled task); by default both are ``data``.
 
     ``shared`` takes the pretrain options every run shares: seed, batch_size, width, image_size,
     limit, device, precision, encoder. ``sets`` are ``KEY=VALUE`` config overrides for every run.
@@ -113,7 +116,8 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
     from selfsup.data import data_modality
     from selfsup.evaluate import evaluate
 
-    names = _method_list(methods, data_modality(data))
+    pretrain_data = pretrain_data or data
+    names = _method_list(methods, data_modality(pretrain_data))
     protocols = [p.strip() for p in protocol.split(",")] if isinstance(protocol, str) else list(protocol)
     for p in protocols:
         PROTOCOLS.get(p)
@@ -126,6 +130,8 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
     out.mkdir(parents=True, exist_ok=True)
     shared = {"budget": budget, **shared}
     limits = {"train_limit": train_limit, "test_limit": test_limit}
+    if pretrain_data != data:
+        limits["data"] = data  # scored on other data than the runs were pretrained on (eval.data)
 
     results, baselines_done = [], set()
     for i, method in enumerate(names, 1):
@@ -134,7 +140,7 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
             log(f"[{i}/{len(names)}] {method}: finished run in {run}, not trained again")
         else:
             run_sets = _encoder_sets(method, shared.get("encoder"), sets or [], shared.get("width"), log)
-            cmd = _pretrain_cmd(method, run, data, shared, run_sets)
+            cmd = _pretrain_cmd(method, run, pretrain_data, shared, run_sets)
             log(f"[{i}/{len(names)}] {method}: pretraining into {run} ({budget}) ...")
             sys.stdout.flush()
             done = subprocess.run(cmd, stdin=subprocess.DEVNULL)
@@ -160,7 +166,8 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
                         "rows": rows, "cost": cost})  # fmt: skip
 
     summary = leaderboard(results, protocols, fractions)
-    report = {"data": data, "budget": budget, "shared": {k: v for k, v in shared.items() if v is not None},
+    report = {"data": data, "pretrain_data": pretrain_data, "budget": budget,
+              "shared": {k: v for k, v in shared.items() if v is not None},
               "sets": list(sets or []), "evaluation": limits, "protocols": protocols, "labels": fractions,
               "ranked_on": "validation", "leaderboard": summary, "runs": results}  # fmt: skip
     runs.atomic_write_text(out / "compare.json", json.dumps(report, indent=1))

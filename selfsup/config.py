@@ -143,6 +143,8 @@ FINETUNE_DEFAULTS = {"image": (10, 3e-3, False), "tokens": (3, 1e-3, True)}
 @dataclass
 class EvalConfig:
     task: str = "classify"  # what is predicted: classify (accuracy), verify (speaker EER), ctc (speech to text: CER)
+    data: str | None = None  # the data scored on; None: the pretraining data (data.name). Pretrain on one corpus,
+    # evaluate on another (e.g. drosophila-upstream -> dna-splice); the other data.* options apply to both
     protocols: list[str] = field(default_factory=lambda: ["knn", "linear"])  # knn | linear | finetune | cosine;
     # a task without these protocols uses its own defaults (verify: cosine; ctc: linear)
     labels: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])

@@ -46,7 +46,7 @@ from selfsup.evaluate.protocols import (
     linear_probe,
     logreg_loss_grad,
 )
-from selfsup.evaluate.sparse import is_sparse, tfidf_features
+from selfsup.evaluate.sparse import is_sparse, onehot_features, sparse_baseline
 from selfsup.fmt import fmt_duration
 from selfsup.registry import PROTOCOLS, TASKS
 from selfsup.runs import atomic_write_text, load_config, load_encoder, read_encoder_json
@@ -86,6 +86,27 @@ def _eval_config(run_path, protocol, labels, baselines, plot, task, overrides) -
         if p not in t.protocols:
             raise UserError(f"task {ev.task} has no protocol {p!r}; choose from {', '.join(t.protocols)}")
     return cfg, ev.validate()
+
+
+def _eval_data(cfg: RunConfig, ev: EvalConfig, run_spec):
+    """The DataConfig evaluation loads: the run's own, or ``eval.data`` read with the run's data options (images at
+    the run's size)."""
+    import dataclasses
+
+    if not ev.data or ev.data == cfg.data.name:
+        return cfg.data
+    size = run_spec.size if getattr(run_spec, "kind", "") == "image" else cfg.data.image_size
+    return dataclasses.replace(cfg.data, name=ev.data, image_size=size, limit=None)
+
+
+def _check_fits(spec, run_spec, name: str, run_path) -> None:
+    """A one-line UserError when data ``name`` (its spec after preparation) cannot be read by the run's encoder."""
+    if spec.kind != run_spec.kind:
+        raise UserError(f"{name} is {spec.kind} data but {run_path} was pretrained on {run_spec.kind} data; evaluate "
+                        "it on data of the same kind (--data)")  # fmt: skip
+    if spec.kind == "image" and spec.channels != run_spec.channels:
+        raise UserError(f"{name} has {spec.channels}-channel images but {run_path} was pretrained on "
+                        f"{run_spec.channels}-channel ones; evaluate it on images with as many channels")  # fmt: skip
 
 
 class _Clock:
@@ -147,16 +168,17 @@ def _probe_seconds(sizes: list[int], queries: int, dims: list[int], num_outputs:
     return {"knn": knn, "linear": linear}
 
 
-def _tfidf_seconds(texts: dict, y_pool, sizes: list[int], queries: int, frozen: list[str], num_outputs: int) -> float:
-    """The TF-IDF baseline's cost, timed on (up to) 1,000 pool documents and scaled: the vectorizer per
-    document, logistic regression per training row and C, kNN per query and training row."""
+def _tfidf_seconds(texts: dict, y_pool, sizes: list[int], queries: int, frozen: list[str], num_outputs: int,
+                   featurize=None) -> float:  # fmt: skip
+    """The sparse baseline's cost (TF-IDF; sequences: k-mer counts), timed on (up to) 1,000 pool documents and
+    scaled: the vectorizer per document, logistic regression per training row and C, kNN per query and row."""
     from selfsup.evaluate.sparse import C_GRID, sparse_knn_predict
 
     m = min(1000, len(texts["pool"]))
     if m < 2:
         return 0.0
     t0 = time.perf_counter()
-    x = tfidf_features({"pool": texts["pool"][:m]})["pool"]
+    x = (featurize or sparse_baseline("text"))({"pool": texts["pool"][:m]})["pool"]
     seconds = (time.perf_counter() - t0) / m * sum(len(v) for v in texts.values())
     y = np.asarray(y_pool)[:m]
     if "linear" in frozen and len(np.unique(y)) > 1:
@@ -173,7 +195,8 @@ def _tfidf_seconds(texts: dict, y_pool, sizes: list[int], queries: int, frozen: 
     return seconds
 
 
-def _estimate(task, encoders, splits, subsets, ev, device, num_outputs, texts=None) -> dict[str, float]:
+def _estimate(task, encoders, splits, subsets, ev, device, num_outputs, texts=None, raw_kind="text"
+              ) -> dict[str, float]:  # fmt: skip
     """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
     test samples, the probes timed on a slice of their problem (text: the TF-IDF baseline timed on a slice of
     the documents), fine-tuning steps at three forward passes per sample."""
@@ -196,7 +219,9 @@ def _estimate(task, encoders, splits, subsets, ev, device, num_outputs, texts=No
         probes = _probe_seconds(sizes, queries, dims, num_outputs)
         out.update({p: probes[p] for p in ("knn", "linear") if p in frozen})
         if texts is not None:
-            out["tf-idf"] = _tfidf_seconds(texts, splits["pool"].y, sizes, queries, frozen, num_outputs)
+            name = "k-mer counts" if raw_kind == "sequence" else "tf-idf"
+            out[name] = _tfidf_seconds(texts, splits["pool"].y, sizes, queries, frozen, num_outputs,
+                                       sparse_baseline(raw_kind))  # fmt: skip
     tuned = len(encoders) if "finetune" in ev.protocols else (1 if ev.plot and ev.baselines else 0)
     if tuned:
         steps = [max(ev.finetune_min_steps, ev.finetune_epochs * -(-n // ev.finetune_batch_size)) for n in sizes]
@@ -205,10 +230,12 @@ def _estimate(task, encoders, splits, subsets, ev, device, num_outputs, texts=No
     return out
 
 
-def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts=None) -> dict[str, dict]:
+def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts=None, raw_kind="text"
+                     ) -> dict[str, dict]:  # fmt: skip
     """{encoder: {split: features}} for the encoders and the raw baseline, each extracted once: pooled features,
-    or the tokens where the task reads them (text: sparse TF-IDF rows of ``texts``, {split: documents}; a task's
-    own raw baseline where it has one)."""
+    or the tokens where the task reads them (text: sparse TF-IDF rows of ``texts``, {split: documents};
+    sequences: k-mer counts, and a one-hot code of the residues as ``onehot`` where all have one length; a
+    task's own raw baseline where it has one)."""
     tokens = getattr(task, "features", "pooled") == "tokens"
     total = sum(len(s.x) for s in splits.values())
     feats: dict[str, dict[str, torch.Tensor]] = {}
@@ -229,7 +256,10 @@ def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts
         clock.add("features", time.perf_counter() - t0)
     elif ev.baselines and texts is not None:
         t0 = time.perf_counter()
-        feats["raw"] = tfidf_features(texts)
+        feats["raw"] = sparse_baseline(raw_kind)(texts)
+        onehot = onehot_features(texts) if raw_kind == "sequence" else None
+        if onehot is not None:
+            feats["onehot"] = onehot
         clock.add("features", time.perf_counter() - t0)
     elif ev.baselines and spec.kind == "audio":  # speech: MFCC statistics (selfsup.evaluate.mfcc)
         from selfsup.evaluate.mfcc import mfcc_stats
@@ -319,16 +349,19 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     clock = _Clock()
     cfg, ev = _eval_config(run_path, protocol, labels, baselines, plot, task, overrides)
     t = TASKS.get(ev.task)()
-    raw = load_configured(cfg.data, log=log)
-    ds = prepare.for_evaluation(raw, run_path, spec_from_dict(read_encoder_json(run_path)["spec"]), log, ev.windows)
-    train, test = t.splits(cfg.data, ds, log)  # the data the task is scored on; a one-line error if it does not fit
+    run_spec = spec_from_dict(read_encoder_json(run_path)["spec"])
+    data_cfg = _eval_data(cfg, ev, run_spec)
+    raw = load_configured(data_cfg, log=log)
+    ds = prepare.for_evaluation(raw, run_path, run_spec, log, ev.windows)
+    _check_fits(ds.spec, run_spec, data_cfg.name, run_path)
+    train, test = t.splits(data_cfg, ds, log)  # the data the task is scored on; a one-line error if it does not fit
     num_outputs = t.num_outputs(ds)
     train = train if ev.train_limit is None else train.head(ev.train_limit)
     test = test if ev.test_limit is None else test.head(ev.test_limit)
     carved = t.carve(train, test, ev)  # validation carved as the task requires; label fractions of the pool
     splits, subsets = carved.splits, carved.subsets
-    texts = None  # text: the raw-input baseline reads the documents themselves (TF-IDF)
-    if raw.spec.kind == "text" and ev.baselines:
+    texts = None  # text, sequences: the raw-input baseline reads the documents themselves (TF-IDF, k-mer counts)
+    if raw.spec.kind in ("text", "sequence") and ev.baselines:
         texts = {k: getattr(raw, src).x[idx] for k, (src, idx) in carved.index.items()}
     ys = {k: _labels(s.y) for k, s in splits.items()}
     log(f"evaluating {run_path}: {carved.note}; task {t.name}, protocols {', '.join(ev.protocols)}")
@@ -337,11 +370,13 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     if ev.baselines:
         encoders["random_init"] = load_encoder(run_path, random_init=True)
     device = t.device = cfg.train.device  # where a task trains its own heads (ctc's linear CTC heads)
-    estimate = _estimate(t, encoders, splits, subsets, ev, device, num_outputs, texts)
+    estimate = _estimate(t, encoders, splits, subsets, ev, device, num_outputs, texts, raw.spec.kind)
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
     log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
     frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
-    feats = _frozen_features(t, encoders, splits, ds.spec, ev, device, log, clock, texts) if frozen else {}
+    feats = {}
+    if frozen:
+        feats = _frozen_features(t, encoders, splits, ds.spec, ev, device, log, clock, texts, raw.spec.kind)
     rows = []
     for proto in ev.protocols:
         if PROTOCOLS.get(proto).frozen:

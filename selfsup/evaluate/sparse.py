@@ -1,4 +1,8 @@
-"""Sparse raw-input baselines: TF-IDF of word uni- and bigrams for text, the counterpart of raw pixels.
+"""Raw-input baselines for text and sequences, the counterparts of raw pixels.
+
+- text: TF-IDF of word uni- and bigrams (``tfidf_features``);
+- sequences: the k-mer spectrum, counts of every k-mer for k = 1..4 (``kmer_features``), and, where every
+  sequence has the same length, one residue-per-position one-hot code (``onehot_features``, dense).
 
 ``tfidf_features`` fits the vocabulary and IDF on the labelled pool's texts (no labels used) and gives
 L2-normalized sparse rows, so a dot product is a cosine similarity. The probes mirror the dense ones
@@ -31,6 +35,42 @@ def tfidf_features(texts: dict[str, np.ndarray], fit_on: str = "pool") -> dict:
     return {k: vec.transform([str(t) for t in v]).tocsr() for k, v in texts.items()}
 
 
+KMER_RANGE = (1, 4)  # the k-mer spectrum's k
+
+
+def kmer_features(seqs: dict[str, np.ndarray], fit_on: str = "pool") -> dict:
+    """{split: sequences} -> {split: csr [N, V] float32}: counts of every k-mer (k = 1..4) seen in the ``fit_on``
+    split, L2-normalized rows (so kNN reads cosine similarity and long and short sequences compare)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(analyzer="char", ngram_range=KMER_RANGE, lowercase=False, use_idf=False, dtype=np.float32)
+    vec.fit([str(t) for t in seqs[fit_on]])
+    return {k: vec.transform([str(t) for t in v]).tocsr() for k, v in seqs.items()}
+
+
+def onehot_features(seqs: dict[str, np.ndarray]) -> dict[str, Tensor] | None:
+    """{split: sequences} -> {split: float32 [N, L * A]}: each position's residue one-hot (A: the residues seen
+    anywhere), or None when the sequences differ in length (the code needs aligned positions)."""
+    lengths = {len(str(t)) for v in seqs.values() for t in v}
+    if len(lengths) != 1:
+        return None
+    letters = sorted({c for v in seqs.values() for t in v for c in str(t)})
+    table = np.full(256, -1, dtype=np.int64)
+    table[[ord(c) for c in letters]] = np.arange(len(letters))
+    out = {}
+    for k, v in seqs.items():
+        codes = table[np.frombuffer("".join(str(t) for t in v).encode("latin-1"), dtype=np.uint8)].reshape(len(v), -1)
+        x = np.zeros((len(v), codes.shape[1], len(letters)), dtype=np.float32)
+        np.put_along_axis(x, codes[..., None], 1.0, axis=2)
+        out[k] = torch.from_numpy(x.reshape(len(v), -1))
+    return out
+
+
+def sparse_baseline(kind: str):
+    """The sparse raw-input featurizer of a raw data kind ("text" or "sequence")."""
+    return kmer_features if kind == "sequence" else tfidf_features
+
+
 def sparse_knn_predict(train_f, train_y: Tensor, query_f, num_classes: int, k: int = 200,
                        temperature: float = 0.07, chunk: int = 1024) -> Tensor:  # fmt: skip
     """``knn_predict`` on L2-normalized sparse rows: cosine similarity by sparse products."""
@@ -61,4 +101,5 @@ def sparse_linear_probe(train_f, train_y: Tensor, eval_sets: dict, num_classes: 
     return {s: acc(best, s) for s in eval_sets}, best_c
 
 
-__all__ = ["C_GRID", "is_sparse", "sparse_knn_predict", "sparse_linear_probe", "tfidf_features"]
+__all__ = ["C_GRID", "KMER_RANGE", "is_sparse", "kmer_features", "onehot_features", "sparse_baseline",
+           "sparse_knn_predict", "sparse_linear_probe", "tfidf_features"]

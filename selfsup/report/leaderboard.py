@@ -43,12 +43,14 @@ def leaderboard(results: list[dict], protocols: list[str], fractions: list[float
                         "peak_memory_bytes": cost.get("peak_memory_bytes"), "flops": cost.get("flops"),
                         "steps": res["steps"]})  # fmt: skip
         for enc, label in (("random_init", f"random init ({res['encoder']})"), ("raw", "raw input"),
+                           ("onehot", "one-hot residues"),
                            ("supervised", f"supervised from scratch ({res['encoder']})")):  # fmt: skip
             if enc in test and label not in seen_base:
                 seen_base.add(label)
                 acc = {c: test[enc].get(c) for c in cells}
                 vacc = {c: val.get(enc, {}).get(c) for c in cells}
-                entries.append({"name": label, "kind": "baseline", "encoder": res["encoder"] if enc != "raw" else "-",
+                arch = "-" if enc in ("raw", "onehot") else res["encoder"]
+                entries.append({"name": label, "kind": "baseline", "encoder": arch,
                                 "accuracy": acc, "mean_accuracy": _mean(list(acc.values())), "val_accuracy": vacc,
                                 "val_mean": _mean(list(vacc.values()))})  # fmt: skip
     entries.sort(key=lambda e: -(e["val_mean"] if e["val_mean"] is not None else -1))

@@ -17,8 +17,9 @@ from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 # How evaluation encoders are named in tables and plots (eval.json keeps the short keys).
 ENCODER_LABELS = {"pretrained": "pretrained", "random_init": "random init", "raw": "raw input",
-                  "supervised": "supervised (from scratch)"}  # fmt: skip
-_ENCODER_COLORS = {"pretrained": "#1f77b4", "random_init": "#7f7f7f", "raw": "#bcbd22", "supervised": "#d62728"}
+                  "onehot": "one-hot residues", "supervised": "supervised (from scratch)"}  # fmt: skip
+_ENCODER_COLORS = {"pretrained": "#1f77b4", "random_init": "#7f7f7f", "raw": "#bcbd22", "onehot": "#17becf",
+                   "supervised": "#d62728"}
 _PROTOCOL_STYLES = {"knn": ("o", ":"), "linear": ("s", "--"), "finetune": ("^", "-")}
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
             "#17becf"]  # fmt: skip

@@ -7,12 +7,12 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from selfsup.data import debian
 from selfsup.data.base import Dataset, Split
 from selfsup.data.cache import cache_dir, load_array, save_array
 from selfsup.data.image import image_spec
@@ -152,21 +152,16 @@ def fetch_fashion_mnist(log=print) -> Path:
 
 
 def _apt_download_fmnist(log) -> Path | None:
-    if not shutil.which("apt-get") or not shutil.which("dpkg"):
+    if not debian.available():
         return None
     dest = cache_dir() / "fashion-mnist" / "raw"
     with tempfile.TemporaryDirectory() as tmp:
         log("fetching Debian's dataset-fashion-mnist with apt-get download ...")
-        r = subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=tmp, capture_output=True)
-        if r.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:  # fresh machine: empty lists
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-            r = subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=tmp, capture_output=True)
-        debs = list(Path(tmp).glob("*.deb"))
-        if r.returncode != 0 or not debs:
+        root = debian.apt_download("dataset-fashion-mnist", tmp)
+        if root is None:
             return None
-        subprocess.run(["dpkg", "-x", str(debs[0]), tmp + "/x"], check=True, capture_output=True)
         dest.mkdir(parents=True, exist_ok=True)
-        for f in Path(tmp, "x").rglob("*-ubyte.gz"):
+        for f in root.rglob("*-ubyte.gz"):
             shutil.copy(f, dest / f.name)
     return dest if _find_fmnist_raw() else None
 

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.data import audio
+from selfsup.data import audio, debian
 from selfsup.data.audio import SAMPLE_RATE, ClipWriter, Waveforms, decode_audio, load_clips, transcript_labels
 from selfsup.data.base import Dataset, Split
 from selfsup.data.cache import building, cache_dir
@@ -288,18 +288,13 @@ def _find_klettres() -> Path | None:
 
 def _apt_klettres(tmp: Path, log) -> Path | None:
     """``apt-get download klettres-data`` + ``dpkg -x`` into ``tmp`` (no root needed)."""
-    if not shutil.which("apt-get") or not shutil.which("dpkg"):
+    if not debian.available():
         return None
     log("klettres: fetching Debian's klettres-data (40 MB) with apt-get download ...")
-    r = subprocess.run(["apt-get", "download", "klettres-data"], cwd=tmp, capture_output=True)
-    if r.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:  # fresh machine: empty lists
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-        r = subprocess.run(["apt-get", "download", "klettres-data"], cwd=tmp, capture_output=True)
-    debs = list(tmp.glob("*.deb"))
-    if r.returncode != 0 or not debs:
+    x = debian.apt_download("klettres-data", tmp)
+    if x is None:
         return None
-    subprocess.run(["dpkg", "-x", str(debs[0]), str(tmp / "x")], check=True, capture_output=True)
-    root = tmp / "x" / "usr" / "share" / "klettres"
+    root = x / "usr" / "share" / "klettres"
     return root if _klettres_files(root) else None
 
 

@@ -119,6 +119,14 @@ def test_alphabet_detection_and_iupac_codes_kept(tmp_path):
     assert as_protein.spec.alphabet == "protein" and list(as_protein.train.x)[0] == "ACGTNNRYKM"
 
 
+def test_one_stray_letter_does_not_make_a_genome_protein(tmp_path):
+    genome = "".join(f">s{i}\n{_random_seq(200)}\n" for i in range(20)) + ">bad\nACGTZACGT\n"
+    lines = []
+    ds = load_sequence_dataset(_write(tmp_path / "g.fa", genome), log=lines.append)
+    assert ds.spec.alphabet == "dna" and len(ds.train.x) == 20  # the record with Z skipped and counted
+    assert len(lines) == 1 and "'bad'" in lines[0] and "'Z' at position 5" in lines[0]
+
+
 def test_soft_mask_drop_and_keep(tmp_path):
     path = _write(tmp_path / "masked.fa", ">chr1\nACGTacgtNNnn\n>chr2\nttttGGGG\n")
     drop = load_dataset(str(path), soft_mask="drop")

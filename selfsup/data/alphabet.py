@@ -65,12 +65,22 @@ def get_alphabet(name: str) -> Alphabet:
         raise UserError(f"data.alphabet={name!r} is not an alphabet; use dna, rna, protein or auto") from None
 
 
-def detect_alphabet(letters: set[str]) -> str:
-    """The alphabet of upper-case ``letters`` seen in a file: dna when they are nucleotide letters without U, rna
-    with U and without T, else protein."""
-    nuc = set(DNA.letters) | {"U"}
-    if letters and letters <= nuc:
-        return "rna" if "U" in letters and "T" not in letters else "dna"
+NUCLEOTIDE_SHARE = 0.9  # of the letters: at least this share nucleotide letters (ACGTUN) makes a file DNA or RNA
+
+
+def detect_alphabet(letters) -> str:
+    """The alphabet of the upper-case letters seen in a file, given as {letter: count} (or a set, every letter
+    counted once): dna when they are all nucleotide letters (IUPAC codes included) or at least 90% of them are A,
+    C, G, T or N (U: rna when it outnumbers T), else protein.
+    A share rather than "every letter", so one stray letter in a genome does not make it a protein file: the
+    records holding it are then skipped and counted by the reader. Proteins' A/C/G/T/N make about a third of
+    their residues."""
+    counts = {c: 1 for c in letters} if isinstance(letters, set | frozenset) else dict(letters)
+    total = sum(counts.values())
+    nuc = sum(counts.get(c, 0) for c in "ACGTUN")
+    only_nucleotide_letters = set(counts) <= set(DNA.letters) | {"U"}
+    if total and (only_nucleotide_letters or nuc >= NUCLEOTIDE_SHARE * total):
+        return "rna" if counts.get("U", 0) > counts.get("T", 0) else "dna"
     return "protein"
 
 

@@ -18,8 +18,9 @@ Inputs (``load_sequence_dataset``), each optionally gzipped (``.gz``):
 
 Residues: whitespace inside a sequence is removed (line breaks, spaces, CRLF line endings), and a protein's
 trailing ``*`` (the stop codon) is dropped. The alphabet (``alphabet="auto"``) is detected from the A-Z letters
-of the whole file (``alphabet.detect_alphabet``: nucleotide letters without U are DNA, with U and no T RNA,
-anything else protein); given (``dna``, ``rna``, ``protein``) it is enforced. IUPAC ambiguity codes (N, R, Y, ...;
+of the whole file (``alphabet.detect_alphabet``: nucleotide letters only, or at least 90% A/C/G/T/U/N, is DNA,
+or RNA where U outnumbers T; anything else protein; the records with letters outside the alphabet detected are
+then skipped and counted); given (``dna``, ``rna``, ``protein``) it is enforced. IUPAC ambiguity codes (N, R, Y, ...;
 X, B, Z, ...) are residues and kept. Soft-masking (lower-case residues): ``soft_mask="drop"`` upper-cases them,
 ``"keep"`` keeps them as they are (residues of their own).
 
@@ -298,10 +299,10 @@ def resolve_alphabet(records: list[Record], alphabet: str) -> str:
     """``alphabet`` itself, or (``auto``) the one detected from the A-Z letters of every record."""
     if alphabet != "auto":
         return get_alphabet(alphabet).name  # a name that is no alphabet is an error
-    chars: set[str] = set()
+    counts = np.zeros(128, dtype=np.int64)
     for rec in records:
-        chars.update(rec.seq)
-    return detect_alphabet({upper(c) for c in chars if _LETTER.fullmatch(c)})
+        counts += np.bincount(np.frombuffer(rec.seq.upper().encode("ascii", "replace"), dtype=np.uint8), minlength=128)
+    return detect_alphabet({chr(c): int(counts[c]) for c in range(ord("A"), ord("Z") + 1) if counts[c]})
 
 
 # ----------------------------------------------------------------------------- building the dataset

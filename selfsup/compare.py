@@ -32,11 +32,12 @@ from selfsup.report.leaderboard import format_leaderboard, leaderboard
 SHARED_FLAGS = ("budget", "seed", "batch_size", "width", "image_size", "limit", "device", "precision", "encoder")
 
 
-def _method_list(methods: str | list[str] | None, modality: str | None = None) -> list[str]:
+def _method_list(methods: str | list[str] | None, modality: str | None = None, sequences: bool = False) -> list[str]:
     import selfsup.methods  # noqa: F401  (registers)
 
-    if methods is None or methods == "all":
-        return [name for name, cls in METHODS.items() if cls.modality == (modality or "image")]
+    if methods is None or methods == "all":  # every method of the modality (sequences: those meant for them)
+        return [name for name, cls in METHODS.items() if cls.modality == (modality or "image")
+                and (not sequences or getattr(cls, "sequences", False))]  # fmt: skip
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     names = [m for m in names if m]
     if not names:
@@ -113,11 +114,11 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
     ``shared`` takes the pretrain options every run shares: seed, batch_size, width, image_size,
     limit, device, precision, encoder. ``sets`` are ``KEY=VALUE`` config overrides for every run.
     """
-    from selfsup.data import data_modality
+    from selfsup.data import data_modality, is_sequence_data
     from selfsup.evaluate import evaluate
 
     pretrain_data = pretrain_data or data
-    names = _method_list(methods, data_modality(pretrain_data))
+    names = _method_list(methods, data_modality(pretrain_data), is_sequence_data(pretrain_data))
     protocols = [p.strip() for p in protocol.split(",")] if isinstance(protocol, str) else list(protocol)
     for p in protocols:
         PROTOCOLS.get(p)

@@ -102,11 +102,18 @@ def data_modality(name) -> str:
         return "tokens"  # a Hugging Face dataset object
     if name in SPEECH_SETS or (name not in DATASETS and is_audio_path(name)):
         return "audio"
-    if name in SEQUENCE_SETS or (name not in DATASETS and is_sequence_path(name)):
+    if is_sequence_data(name):
         return "tokens"
     if name in TEXT_SETS or (name not in DATASETS and is_text_path(name)):
         return "tokens"
     return "image"
+
+
+def is_sequence_data(name) -> bool:
+    """True when data ``name`` holds biological sequences (a named sequence set or a FASTA / FASTQ / sequence table)."""
+    if not isinstance(name, str | os.PathLike):
+        return False
+    return name in SEQUENCE_SETS or (name not in DATASETS and is_sequence_path(name))
 
 
 def load_configured(data, limit: int | None = None, log=print) -> Dataset:
@@ -140,7 +147,7 @@ def fetch(name: str, log=print, size: str | None = None) -> None:
 
 
 __all__ = ["AudioSpec", "Dataset", "ImageSpec", "SEQUENCE_SETS", "SeqSpec", "SequenceLabels", "Split", "TextSpec",
-           "Waveforms", "balanced_subset", "fetch", "image_spec", "is_sequence_path", "load_audio_folder",
-           "load_configured", "load_dataset", "load_sequence_dataset", "load_text_dataset", "raw_features",
-           "spec_from_dict", "spec_to_dict", "stratified_holdout", "synth_speech_splits", "text_dataset_from_hf",
-           "text_dataset_from_texts", "validation_split"]  # fmt: skip
+           "Waveforms", "balanced_subset", "fetch", "image_spec", "is_sequence_data", "is_sequence_path",
+           "load_audio_folder", "load_configured", "load_dataset", "load_sequence_dataset", "load_text_dataset",
+           "raw_features", "spec_from_dict", "spec_to_dict", "stratified_holdout", "synth_speech_splits",
+           "text_dataset_from_hf", "text_dataset_from_texts", "validation_split"]  # fmt: skip

@@ -76,7 +76,9 @@ class TokenSpec:
     The ids of the special tokens are those of the run's tokenizer (None where its family has none);
     ``special_ids`` lists every one of them (masking never picks them). ``causal``: a left-to-right
     family (byte-level BPE, packed rows) rather than a bidirectional one (WordPiece, ``[CLS] .. [SEP]``).
-    ``tokenizer_hash`` ties token ids to the tokenizer that made them (16 hex digits of its sha256)."""
+    ``tokenizer_hash`` ties token ids to the tokenizer that made them (16 hex digits of its sha256). Sequence
+    tokens also carry their vocabulary's layout (``alphabet``, ``residues``, ``kmer``, ``kmer_stride``), so views
+    and masking work from the spec alone."""
 
     vocab_size: int
     max_len: int
@@ -90,6 +92,13 @@ class TokenSpec:
     special_ids: tuple[int, ...] = ()
     causal: bool = False
     tokenizer_hash: str = ""
+    # biological sequences (``selfsup.data.seq_tokens``; empty / 1 for text): the alphabet, the letter of each
+    # residue token in id order from the first one after the specials, residues per k-mer token and the layout's
+    # stride (1: overlapping k-mers or single residues; k: non-overlapping)
+    alphabet: str = ""
+    residues: str = ""
+    kmer: int = 1
+    kmer_stride: int = 1
     kind: ClassVar[str] = "tokens"
 
     def __post_init__(self) -> None:

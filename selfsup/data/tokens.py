@@ -12,7 +12,11 @@ Two tokenizer families (Hugging Face ``tokenizers``, saved as one ``tokenizer.js
 
 The family is not stored beside the file: it is read back from tokenizer.json itself (a WordPiece model
 is ``wordpiece``; a BPE model with ``<|endoftext|>`` is ``bpe``), so a Hugging Face ``bert-base-uncased``
-or ``gpt2`` tokenizer.json loads as well; special ids are always looked up by their token.
+or ``gpt2`` tokenizer.json loads as well; special ids are always looked up by their token. A third family,
+``sequence``, is the residue / k-mer tokenizer of biological sequences (``selfsup.data.seq_tokens``: nothing
+to train, its own small JSON); it goes through the same layouts and cache: ``_encode`` takes any tokenizer
+with a numpy ``encode_many`` instead of ``encode_batch``, and ``token_spec`` gives it the layout of the
+method's family (``wordpiece``: bidirectional rows, ``bpe``: causal packed rows).
 
 Determinism: ``tokenizers``' WordPiece trainer numbers the ``##`` characters in hash-map order, which
 changes the vocabulary from one process to the next. Here the alphabet is chosen in Python (most
@@ -65,6 +69,7 @@ BATCH = 1000  # documents per training batch / encode_batch call
 ROW_BLOCK = 4096  # rows built at once (bounds the gather index's memory)
 LAYOUT_VERSION = 1  # part of the cache key: bump when a layout changes
 _FIX = "--tokenizer PATH must point at a tokenizer.json written by selfsup or Hugging Face tokenizers"
+_SEQ_MARKER = '"selfsup_sequence_tokenizer"'  # = selfsup.data.seq_tokens.MARKER, as it opens the JSON
 
 __all__ = ["EOT", "FAMILIES", "WORDPIECE_SPECIALS", "check_tokenizer", "load_tokenizer", "save_tokenizer",
            "token_spec", "tokenize_dataset", "tokenizer_family", "tokenizer_hash", "train_tokenizer",
@@ -180,6 +185,10 @@ def load_tokenizer(path: str | Path) -> tuple[Tokenizer, str]:
         raise UserError(f"tokenizer {path} does not exist; {_FIX}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"tokenizer {path} cannot be read ({type(e).__name__}); {_FIX}") from None
+    if _SEQ_MARKER in text[:200]:  # selfsup's sequence tokenizer (its JSON opens with the marker)
+        from selfsup.data.seq_tokens import SeqTokenizer
+
+        return SeqTokenizer.from_str(text, where=f"tokenizer {path}"), "sequence"
     try:
         tok = Tokenizer.from_str(text)
     except Exception as e:  # tokenizers raises a bare Exception for malformed JSON
@@ -190,7 +199,10 @@ def load_tokenizer(path: str | Path) -> tuple[Tokenizer, str]:
 
 def tokenizer_family(tok: Tokenizer, where: str = "the tokenizer") -> str:
     """The family read from the tokenizer itself: "wordpiece" (a WordPiece model with BERT's five specials)
-    or "bpe" (a BPE model with ``<|endoftext|>``); anything else is a UserError naming ``where``."""
+    or "bpe" (a BPE model with ``<|endoftext|>``), or "sequence" (``selfsup.data.seq_tokens``); anything else is
+    a UserError naming ``where``."""
+    if getattr(tok, "family", None) == "sequence":
+        return "sequence"
     kind = type(tok.model).__name__
     if kind == "WordPiece":
         missing = [t for t in WORDPIECE_SPECIALS if tok.token_to_id(t) is None]
@@ -211,7 +223,10 @@ def tokenizer_hash(tok: Tokenizer) -> str:
 
 
 def token_spec(tok: Tokenizer, family: str, max_len: int) -> TokenSpec:
-    """The ``TokenSpec`` of rows of ``max_len`` ids made by ``tok`` (of ``family``)."""
+    """The ``TokenSpec`` of rows of ``max_len`` ids made by ``tok`` (of ``family``; a sequence tokenizer's rows are
+    laid out as the method's family: ``bpe`` causal, ``wordpiece`` bidirectional)."""
+    if getattr(tok, "family", None) == "sequence" and family in FAMILIES:
+        return tok.token_spec(causal=family == "bpe", max_len=max_len)
     if family not in FAMILIES:
         raise UserError(f"unknown tokenizer family {family!r}; use one of {', '.join(FAMILIES)}")
     least = 3 if family == "wordpiece" else 2  # [CLS] token [SEP]; token <|endoftext|>
@@ -390,6 +405,8 @@ def _build(folder: Path, spec: TokenSpec, purpose: str, ids: dict[str, tuple], n
 
 def _encode(tok: Tokenizer, texts, where: str) -> tuple[np.ndarray, np.ndarray]:
     """All documents' ids, concatenated: (int32 [total], int64 [N] tokens per document)."""
+    if hasattr(tok, "encode_many"):  # a sequence tokenizer: vectorized numpy over all the texts
+        return tok.encode_many(texts)
     flats, lens = [], []
     for i in range(0, len(texts), BATCH):
         try:

@@ -14,9 +14,17 @@ Paper hyperparameters (BERT-base): Adam, lr 1e-4, betas (0.9, 0.999), weight dec
 steps then linear decay, batch 256 x 512 tokens (128 for 90% of the steps), dropout 0.1, 1M steps.
 RoBERTa: lr 6e-4 at batch 8k, betas (0.9, 0.98). Local choices (measured in docs/, not here): AdamW
 with the library's warm-up + cosine schedule, no dropout (short runs do not overfit), and a larger lr
-per sample for small models and short budgets; ``mask_span`` > 1 masks runs of tokens (for overlapping
-k-mers, as DNABERT); ``whole_word`` masks every piece of a chosen word together (the whole-word masking of
-BERT's later release), so a word is never predicted from its own visible pieces.
+per sample for small models and short budgets; ``mask_span`` > 1 masks runs of tokens; ``whole_word`` masks
+every piece of a chosen word together (the whole-word masking of BERT's later release), so a word is never
+predicted from its own visible pieces.
+
+Overlapping k-mers of biological sequences (DNABERT: Ji, Zhou, Liu, Davuluri, Bioinformatics 2021): a k-mer
+token shares k - 1 residues with each neighbour, so a k-mer masked alone is read off the visible ones beside it.
+DNABERT masks runs of k contiguous tokens; here ``mask_span`` left unset is the spec's k for overlapping k-mers
+(1 otherwise), runs start at ordinary tokens and are moved back to end at the row's last one
+(``select_tokens(fit_runs=True)``), and the k-mers covering a masked single-residue token (beside an ambiguity
+code, at a sequence's end) are masked with it (``hide_covering``): no masked token can be recovered from the
+visible ones.
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.data.seq_tokens import RESIDUE_OFFSET
 from selfsup.encoders.base import masked_mean
 from selfsup.errors import UserError
 from selfsup.methods.base import Output
 from selfsup.registry import METHODS
-from selfsup.views.masking import corrupt_tokens, select_tokens, word_starts
+from selfsup.views.masking import corrupt_tokens, hide_covering, select_tokens, word_starts
 
 
 @dataclass
@@ -39,7 +48,7 @@ class MLMParams:
     mask_prob: float = 0.15  # share of ordinary tokens predicted
     mask_token_p: float = 0.8  # of those, replaced by [MASK]
     random_token_p: float = 0.1  # of those, replaced by a random token (the rest keep theirs)
-    mask_span: int = 1  # > 1: runs of tokens (overlapping k-mers)
+    mask_span: int | None = None  # runs of tokens; None: the spec's k for overlapping k-mers (DNABERT), else 1
     whole_word: bool = False  # all word pieces of a chosen word together (BERT's whole-word masking)
 
 
@@ -73,6 +82,7 @@ def check_text_encoder(method: str, encoder: nn.Module, causal: bool) -> None:
 class MLM(nn.Module):
     modality = "tokens"
     tokenizer_family = "wordpiece"
+    sequences = True  # also meant for biological sequences (residue or k-mer tokens; k-mer span masking)
     Params = MLMParams
     # lr per 256 sequences; on a CPU (tiny size, batch 32) 8e-3 per 256, i.e. 1e-3 at batch 32: docs/text-defaults.md
     defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "cpu_batch_size": 32, "cpu_lr": 8e-3}
@@ -88,16 +98,20 @@ class MLM(nn.Module):
         if spec.mask_id is None:
             raise UserError("method mlm needs a tokenizer with a mask token (a wordpiece tokenizer: drop --tokenizer "
                             "or pass one trained for mlm)")  # fmt: skip
-        if not 0 < params.mask_prob < 1 or params.mask_token_p + params.random_token_p > 1 or params.mask_span < 1:
+        kmers = getattr(spec, "kmer", 1) > 1 and getattr(spec, "kmer_stride", 1) == 1  # overlapping k-mers
+        self.span = params.mask_span if params.mask_span is not None else (spec.kmer if kmers else 1)
+        if not 0 < params.mask_prob < 1 or params.mask_token_p + params.random_token_p > 1 or self.span < 1:
             raise UserError("method.mask_prob must be in (0, 1), mask_token_p + random_token_p at most 1 and "
                             "mask_span at least 1")  # fmt: skip
-        if params.whole_word and params.mask_span > 1:
+        if params.whole_word and self.span > 1:
             raise UserError("method.whole_word and method.mask_span > 1 do not combine; set one of them")
         self.encoder, self.params, self.spec = encoder, params, spec
         self.head = LMHead(encoder, spec.vocab_size)
         # which ids continue a word (WordPiece's "##x"), given by the tokenizer through set_word_pieces
         self.register_buffer("continues", torch.zeros(spec.vocab_size, dtype=torch.bool), persistent=False)
         self._pieces_set = False
+        # overlapping k-mers: ids from first_kmer on are k-mers (wide tokens covering k residues)
+        self.first_kmer = RESIDUE_OFFSET + len(spec.residues) if kmers else None
 
     @property
     def wants_word_pieces(self) -> bool:
@@ -126,7 +140,11 @@ class MLM(nn.Module):
         """ids [B, T] -> (corrupted ids [B, T], chosen bool [B, T], original ids [B, T], lengths)."""
         ids = x.long()
         p, s = self.params, self.spec
-        chosen = select_tokens(ids, p.mask_prob, s.special_ids, lengths, generator, p.mask_span, self.word_starts(ids))
+        kmers = self.first_kmer is not None and self.span > 1
+        chosen = select_tokens(ids, p.mask_prob, s.special_ids, lengths, generator, self.span, self.word_starts(ids),
+                               fit_runs=kmers)  # fmt: skip
+        if kmers:
+            chosen = hide_covering(chosen, ids >= self.first_kmer, s.kmer)
         inputs = corrupt_tokens(ids, chosen, s.mask_id, s.vocab_size, s.special_ids, generator, p.mask_token_p,
                                 p.random_token_p)  # fmt: skip
         return inputs, chosen, ids, lengths

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["block_side", "center_block_mask", "corrupt_tokens", "dilate_mask", "fill_masked", "random_block_mask",
-           "random_token_mask", "select_spans", "select_tokens", "visible_count", "word_starts"]  # fmt: skip
+__all__ = ["block_side", "center_block_mask", "corrupt_tokens", "dilate_mask", "fill_masked", "hide_covering",
+           "random_block_mask", "random_token_mask", "select_spans", "select_tokens", "visible_count",
+           "word_starts"]  # fmt: skip
 
 
 def visible_count(n: int, mask_ratio: float) -> int:
@@ -128,11 +129,14 @@ def word_starts(ids: Tensor, continues: Tensor, special_ids) -> Tensor:
 
 def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None = None,
                   generator: torch.Generator | None = None, span: int = 1,
-                  starts: Tensor | None = None) -> Tensor:  # fmt: skip
+                  starts: Tensor | None = None, fit_runs: bool = False) -> Tensor:  # fmt: skip
     """Positions a masked-prediction objective predicts: each ordinary token (not special, not padding) with
     probability ``prob``, independently (BERT; RoBERTa's dynamic masking draws anew at every call). With
     ``span`` > 1, each drawn position starts a run of ``span`` tokens (k-mer tokens, whose neighbours would
     give the answer away); the start probability is ``prob / span`` so about ``prob`` of the tokens are hidden.
+    ``fit_runs`` (with ``span`` > 1; DNABERT's k-mer masking): runs start at ordinary tokens only, and a run that
+    would cross the end of its row's ordinary tokens is moved back to end at the last one, so every run hides
+    exactly ``span`` tokens when the row has that many (without it, a run is cut at special tokens and padding).
     With ``starts`` (bool [B, T], ``word_starts``), whole words: each word is drawn once, with probability
     ``prob``, and all its pieces are predicted together (BERT's whole-word masking), so about ``prob`` of the
     tokens are hidden and a word is never half visible.
@@ -144,6 +148,8 @@ def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None 
         eligible &= torch.arange(T, device=ids.device)[None] < lengths.to(ids.device)[:, None]
     u = torch.rand(B, T, generator=generator, device=ids.device)
     chosen = u < prob / span
+    if fit_runs and span > 1:
+        chosen = _fit_runs(chosen & eligible, eligible, span)
     if starts is not None:
         if span > 1:
             raise ValueError("whole-word masking and span masking do not combine; choose one")
@@ -159,6 +165,28 @@ def select_tokens(ids: Tensor, prob: float, special_ids, lengths: Tensor | None 
     first = u.masked_fill(~eligible, 2.0).flatten().argmin()
     chosen.view(-1)[first] |= ~chosen.any() & eligible.view(-1)[first]
     return chosen
+
+
+def _fit_runs(start: Tensor, eligible: Tensor, span: int) -> Tensor:
+    """Run starts [B, T] moved back so that each run of ``span`` ends at or before its row's last eligible position
+    (and starts at or after its first one)."""
+    B, T = start.shape
+    pos = torch.arange(T, device=start.device).expand(B, T)
+    last = torch.where(eligible, pos, torch.full_like(pos, -1)).amax(1, keepdim=True)  # [B, 1]
+    first = torch.where(eligible, pos, torch.full_like(pos, T)).amin(1, keepdim=True)  # [B, 1]
+    latest = torch.maximum(last - span + 1, first).clamp(0, T - 1)  # [B, 1] the last start that fits
+    moved = torch.minimum(pos, latest)
+    return torch.zeros(B, T, device=start.device).scatter_add_(1, moved, start.float()) > 0
+
+
+def hide_covering(chosen: Tensor, wide: Tensor, span: int) -> Tensor:
+    """``chosen`` with every wide token (an overlapping k-mer, covering its own position and the ``span`` - 1 after
+    it) that covers a chosen narrow token's position (a single residue) chosen too, so that no chosen residue can
+    be read off a visible k-mer beside it (the single-residue tokens near ambiguity codes and at a sequence's end).
+    chosen, wide bool [B, T] -> bool [B, T]."""
+    narrow = (chosen & ~wide).float()[:, None]  # [B, 1, T]
+    ahead = F.max_pool1d(F.pad(narrow, (0, span - 1)), span, stride=1)[:, 0] > 0  # a chosen narrow token in t..t+span-1
+    return chosen | (wide & ahead)
 
 
 def select_spans(lengths: Tensor, T: int, prob: float, span: int, generator: torch.Generator | None = None) -> Tensor:

@@ -41,6 +41,7 @@ from selfsup.views.masking import (
     random_token_mask,
     visible_count,
 )
+from selfsup.views.sequence import SeqCodec
 
 __all__ = [
     "BLUR_MIN_SIZE",
@@ -70,6 +71,8 @@ __all__ = [
     "random_block_mask",
     "random_token_mask",
     "visible_count",
+    # biological sequences
+    "SeqCodec",
     # waveforms
     "add_noise",
     "apply_gain",

@@ -230,6 +230,9 @@ def test_sequence_methods_pretrain_from_fasta_and_resume(tmp_path, monkeypatch, 
     assert steps[-1] == 4 and all(np.isfinite(r["loss"]) for r in metrics if "loss" in r)
     assert (out / "checkpoints" / "step-000004").is_dir()
     assert not any("collaps" in line for line in lines), lines
+    if method_name == "gpt":  # a causal sequence run continues a prompt, in residues
+        text = selfsup.generate(out, prompt="ACGTac", max_tokens=5, seed=0)[0]
+        assert text.startswith("ACGTac") and 6 <= len(text) <= 11 and set(text) <= set(saved.residues + "?")
 
 
 # --- learning -------------------------------------------------------------------------------------------------------

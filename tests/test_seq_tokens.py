@@ -104,9 +104,9 @@ def test_vocabulary_layout_and_specials():
     assert SeqTokenizer("dna", 1, overlap=False).overlap  # k = 1: one layout, one hash
     assert tokens.tokenizer_hash(SeqTokenizer("dna", 1, False)) == tokens.tokenizer_hash(SeqTokenizer("dna", 1))
     # ambiguity codes and soft-masked residues are single tokens, never part of a k-mer; other characters [UNK]
-    assert [tok.id_to_token(i) for i in tok.encode("ACGNACGT")] == ["ACG", "C", "G", "N", "ACG", "CGT", "G", "T"]
-    assert tok.encode("AC*") == [5, 6, UNK] and tok.decode([CLS, 5, UNK, SEP, PAD]) == "A?"
-    assert tok.encode("acgt") == tok.encode("ACGT")  # without keep_case lower case reads as upper case
+    assert [tok.id_to_token(i) for i in tok.encode("ACGNACGT").ids] == ["ACG", "C", "G", "N", "ACG", "CGT", "G", "T"]
+    assert tok.encode("AC*").ids == [5, 6, UNK] and tok.decode([CLS, 5, UNK, SEP, PAD]) == "A?"
+    assert tok.encode("acgt").ids == tok.encode("ACGT").ids  # without keep_case lower case reads as upper case
 
 
 def test_unknown_alphabets_and_k_out_of_range_are_one_line_errors():

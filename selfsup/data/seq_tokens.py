@@ -139,8 +139,9 @@ class SeqTokenizer:
             return []
         return [SimpleNamespace(ids=part.tolist()) for part in np.split(flat, np.cumsum(lens)[:-1])]
 
-    def encode(self, text: str) -> list[int]:
-        return self.encode_many([text])[0].tolist()
+    def encode(self, text: str, add_special_tokens: bool = False) -> SimpleNamespace:
+        """One text's encoding with ``.ids`` (as ``tokenizers``; no specials are added)."""
+        return SimpleNamespace(ids=self.encode_many([text])[0].tolist())
 
     # --- encoding and decoding ----------------------------------------------------------------------------
     def encode_many(self, texts) -> tuple[np.ndarray, np.ndarray]:
@@ -192,9 +193,10 @@ class SeqTokenizer:
         doc = np.repeat(np.arange(len(chars)), chars)
         return ids, np.bincount(doc[emit], minlength=len(chars)).astype(np.int64)
 
-    def decode(self, ids) -> str:
-        """The residues of token ids (specials dropped, ``[UNK]`` as ``?``): the first residue of each token when
-        overlapping, every residue otherwise; ``decode(encode(s)) == s`` for residues of the alphabet."""
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        """The residues of token ids (specials dropped whatever ``skip_special_tokens``, ``[UNK]`` as ``?``): the
+        first residue of each token when overlapping, every residue otherwise; ``decode(encode(s).ids) == s`` for
+        residues of the alphabet."""
         ids = [int(i) for i in ids]
         if not self.overlap:
             return "".join(self._text[ids])

@@ -23,7 +23,7 @@ ALIASES = {
     "max_len": "data.max_len", "vocab_size": "data.vocab_size", "tokenizer": "data.tokenizer",
     "text_field": "data.text_field", "label_field": "data.label_field", "blank_line_docs": "data.blank_line_docs",
     "sequence_field": "data.sequence_field", "alphabet": "data.alphabet", "soft_mask": "data.soft_mask",
-    "kmer": "data.kmer",
+    "kmer": "data.kmer", "kmer_overlap": "data.kmer_overlap",
 }  # fmt: skip
 
 

@@ -206,8 +206,10 @@ def _cmd_list(a) -> None:
 
     if a.what in ("all", "methods"):
         by_modality: dict[str, list[str]] = {}
-        for name, cls in METHODS.items():
-            by_modality.setdefault(cls.modality, []).append(name)
+        for name, cls in METHODS.items():  # token methods listed under the raw data they take: text, sequences
+            kinds = getattr(cls, "raw_kinds", ("text",)) if cls.modality == "tokens" else (cls.modality,)
+            for kind in kinds:
+                by_modality.setdefault({"sequence": "sequences"}.get(kind, kind), []).append(name)
         print("methods:")
         for modality, names in sorted(by_modality.items()):
             print(f"  {modality}: {', '.join(names)}")

@@ -35,9 +35,10 @@ SHARED_FLAGS = ("budget", "seed", "batch_size", "width", "image_size", "limit", 
 def _method_list(methods: str | list[str] | None, modality: str | None = None, sequences: bool = False) -> list[str]:
     import selfsup.methods  # noqa: F401  (registers)
 
-    if methods is None or methods == "all":  # every method of the modality (sequences: those meant for them)
+    if methods is None or methods == "all":  # every method of the modality (token data: of its kind, raw_kinds)
+        kind = "sequence" if sequences else "text"
         return [name for name, cls in METHODS.items() if cls.modality == (modality or "image")
-                and (not sequences or getattr(cls, "sequences", False))]  # fmt: skip
+                and (cls.modality != "tokens" or kind in getattr(cls, "raw_kinds", ("text",)))]  # fmt: skip
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     names = [m for m in names if m]
     if not names:

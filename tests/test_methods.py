@@ -10,6 +10,7 @@ import torch
 import selfsup.methods  # noqa: F401  (registers)
 from selfsup.config import RunConfig, resolve
 from selfsup.data import Dataset, Split
+from selfsup.data.seq_tokens import SeqTokenizer
 from selfsup.data.spec import AudioSpec, ImageSpec, TokenSpec, random_samples
 from selfsup.errors import UserError
 from selfsup.methods import build_method
@@ -18,7 +19,8 @@ from selfsup.registry import ENCODERS, METHODS
 # Small specs per modality, and a small size per encoder so every pair trains in well under a second.
 SPECS = {"image": [ImageSpec(1, 16, (0.4,), (0.3,)), ImageSpec(3, 16, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))],
          "tokens": [TokenSpec(64, 12, 0, cls_id=2, sep_id=3, mask_id=4, unk_id=1, special_ids=(0, 1, 2, 3, 4)),
-                    TokenSpec(64, 12, 0, bos_id=0, eos_id=0, special_ids=(0,), causal=True)],
+                    TokenSpec(64, 12, 0, bos_id=0, eos_id=0, special_ids=(0,), causal=True),
+                    SeqTokenizer("dna", 3).token_spec(causal=False, max_len=12)],
          "audio": [AudioSpec()]}  # fmt: skip
 TINY = {"resnet18": {"width": 8}, "resnet50": {"width": 4},
         "vit_tiny": {"dim": 32, "depth": 2, "heads": 2}, "vit_small": {"dim": 32, "depth": 1, "heads": 4},
@@ -48,7 +50,9 @@ def test_method_contract_and_a_few_steps(name, encoder, spec_i):
     x, lengths = random_samples(spec, 16, g)
     ds = Dataset("random", spec, Split(x.numpy()))
     family = getattr(cls, "tokenizer_family", None)  # a token method needs its tokenizer family's spec
-    if (name, encoder) in INCOMPATIBLE or (family is not None and (family == "bpe") != spec.causal):
+    # a sequence-only method refuses a text spec itself (other mix-ups are refused by data.prepare, with the data)
+    wrong_kind = getattr(cls, "raw_kinds", None) == ("sequence",) and not getattr(spec, "alphabet", "")
+    if (name, encoder) in INCOMPATIBLE or (family is not None and (family == "bpe") != spec.causal) or wrong_kind:
         with pytest.raises(UserError, match=name):
             build_method(resolve(cfg, ds), spec)
         return

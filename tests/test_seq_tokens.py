@@ -226,7 +226,7 @@ def seq_cfg(**data) -> RunConfig:
 
 
 def method(family="wordpiece", **extra):
-    return SimpleNamespace(tokenizer_family=family, **extra)
+    return SimpleNamespace(tokenizer_family=family, **{"raw_kinds": ("text", "sequence"), **extra})
 
 
 def test_prepare_builds_saves_and_reloads_the_run_tokenizer(tmp_path):

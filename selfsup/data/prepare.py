@@ -104,7 +104,7 @@ def for_pretraining(ds, cfg, method_cls, run_dir: Path, device_type: str, resume
     if family is None:
         raise UserError(f"method {cfg.method.name} does not take {kind} data; choose a method for it "
                         "(selfsup list methods)")  # fmt: skip
-    takes = getattr(method_cls, "raw_kinds", ("text", "sequence"))
+    takes = getattr(method_cls, "raw_kinds", ("text",))  # token methods: text unless they say more
     if kind not in takes:
         raise UserError(f"method {cfg.method.name} takes {' or '.join(takes)} data and {ds.name} holds {kind}; choose "
                         "another method (selfsup list methods)")  # fmt: skip

@@ -306,14 +306,15 @@ def tokenize_dataset(ds: Dataset, tok: Tokenizer, spec: TokenSpec, purpose: str,
 
 
 def _summary(meta: dict, spec: TokenSpec, purpose: str, windows: int) -> str:
+    docs = "sequences" if spec.alphabet else "documents"
     if purpose == "eval":
         long = meta.get("long", meta["cut"])
         if windows == 1:
-            return (f"{long} of {meta['docs']} documents are longer than the context of {spec.max_len} tokens; "
+            return (f"{long} of {meta['docs']} {docs} are longer than the context of {spec.max_len} tokens; "
                     f"evaluation reads their first window (eval.windows=1)")  # fmt: skip
-        return (f"{long} of {meta['docs']} documents are longer than the context of {spec.max_len} tokens and "
+        return (f"{long} of {meta['docs']} {docs} are longer than the context of {spec.max_len} tokens and "
                 f"are read as up to {windows} windows (eval.windows); {meta['cut']} are longer than that and cut")
-    return f"pretraining on {meta['rows']} rows of {spec.max_len} tokens from {meta['docs']} documents"
+    return f"pretraining on {meta['rows']} rows of {spec.max_len} tokens from {meta['docs']} {docs}"
 
 
 def _plain(tok: Tokenizer) -> Tokenizer:

@@ -251,7 +251,13 @@ def _vit(tf, encoder):
     return config, state
 
 
+SEQUENCE_TOKENIZER = "sequence_tokenizer.json"
+
+
 def _write_hf_tokenizer(tmp: Path, tokenizer: Path, spec) -> None:
+    if getattr(spec, "alphabet", ""):  # residues / k-mers: selfsup's own tokenizer, which tokenizers cannot express
+        shutil.copyfile(tokenizer, tmp / SEQUENCE_TOKENIZER)
+        return
     shutil.copyfile(tokenizer, tmp / TOKENIZER)
     vocab = json.loads(tokenizer.read_text(encoding="utf-8"))
     added = {t["id"]: t["content"] for t in vocab.get("added_tokens", [])}
@@ -329,6 +335,11 @@ features = h[:, 1:].mean(1)  # selfsup's pooled feature: the mean of the patch t
                  "(pixel_values = (image / 255 - mean) / std). The fixed sine-cosine position embedding is "
                  "stored as position_embeddings; at another resolution pass interpolate_pos_encoding=True "
                  "(bicubic, as selfsup).")  # fmt: skip
+    if getattr(getattr(encoder, "spec", None), "alphabet", ""):
+        notes += (f" This run reads {encoder.spec.alphabet} sequences as residue / k-mer tokens "
+                  f"(k={encoder.spec.kmer}); that tokenizer is selfsup's own ({SEQUENCE_TOKENIZER}, read by "
+                  "selfsup.data.seq_tokens.SeqTokenizer.from_str), which AutoTokenizer cannot load: make "
+                  "input_ids with it.")  # fmt: skip
     return f"""# {builder} exported from selfsup as {cls}
 
 Load it with Hugging Face transformers (`config.json` records selfsup's pooling under `selfsup`):

@@ -34,7 +34,7 @@ class GPTParams:
 class GPT(nn.Module):
     modality = "tokens"
     tokenizer_family = "bpe"
-    sequences = True  # also meant for biological sequences (residue or k-mer tokens)
+    raw_kinds = ("text", "sequence")  # also biological sequences (residue or k-mer tokens)
     Params = GPTParams
     # lr per 256 sequences; on a CPU mlm's (1e-3 at batch 32), not measured for gpt apart
     defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "cpu_batch_size": 32, "cpu_lr": 8e-3}

@@ -82,7 +82,7 @@ def check_text_encoder(method: str, encoder: nn.Module, causal: bool) -> None:
 class MLM(nn.Module):
     modality = "tokens"
     tokenizer_family = "wordpiece"
-    sequences = True  # also meant for biological sequences (residue or k-mer tokens; k-mer span masking)
+    raw_kinds = ("text", "sequence")  # also biological sequences (residue or k-mer tokens; k-mer span masking)
     Params = MLMParams
     # lr per 256 sequences; on a CPU (tiny size, batch 32) 8e-3 per 256, i.e. 1e-3 at batch 32: docs/text-defaults.md
     defaults = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "cpu_batch_size": 32, "cpu_lr": 8e-3}

@@ -69,7 +69,6 @@ def check_params(p: SeqContrastiveParams) -> None:
 class SeqContrastive(nn.Module):
     modality = "tokens"
     raw_kinds = ("sequence",)  # biological sequences only (the views need residues): never text
-    sequences = True
     tokenizer_family = "wordpiece"  # the bidirectional layout: [CLS] window [SEP]
     collapse_advice = "lower the lr or raise method.temperature"
     Params = SeqContrastiveParams

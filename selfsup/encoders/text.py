@@ -150,14 +150,15 @@ class TextTransformer(Encoder):
         keep = (per > 0).flatten()
         keep[::K] = True  # an empty document still has its first window
         lw = per.flatten()[keep]
-        h = self.hidden(x.reshape(B * K, L)[keep], lw)
+        width = max(1, int(lw.max())) if len(lw) else L  # trailing padding of every window cut (short sequences)
+        h = self.hidden(x.reshape(B * K, L)[keep][:, :width], lw)
         f = self.pool(h, lw)  # [W, D]
         w = lw.to(f.dtype).clamp_min(1)[:, None]
         doc = torch.arange(B, device=x.device).repeat_interleave(K)[keep]
         pooled = torch.zeros(B, f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, doc, f * w)
         pooled = pooled / torch.zeros(B, 1, dtype=f.dtype, device=f.device).index_add_(0, doc, w)
         tokens = h.new_zeros(B * K, L, h.shape[-1])
-        tokens[keep] = h
+        tokens[keep, :width] = h
         return Features(tokens=tokens.reshape(B, T, -1), pooled=pooled, lengths=lengths)
 
     def lm_logits(self, h: Tensor) -> Tensor:

@@ -137,7 +137,9 @@ class TrainConfig:
 # recipe scaled to small images, no LP-FT (not measured). Text: 3 epochs (BERT's 2-4), lr 1e-3 chosen on validation
 # over 3e-3 and 3e-4 for the tiny text transformer, and LP-FT, which raised the pretrained encoder's validation
 # accuracy at 1% / 10% of IMDB's labels (docs/text-defaults.md).
-FINETUNE_DEFAULTS = {"image": (10, 3e-3, False), "tokens": (3, 1e-3, True)}
+# (epochs, lr, LP-FT) per input kind; sequences: 10 epochs chosen on dna-splice's validation split over 3 and 30
+# (docs/sequences.md): its short rows need more passes than text's long documents
+FINETUNE_DEFAULTS = {"image": (10, 3e-3, False), "tokens": (3, 1e-3, True), "sequence": (10, 1e-3, True)}
 
 
 @dataclass
@@ -180,7 +182,8 @@ class EvalConfig:
     embedding_points: int = 2000  # test embeddings in the t-SNE picture (a seeded subset)
 
     def for_modality(self, kind: str) -> EvalConfig:
-        """Fill the fine-tuning fields left open with the defaults of the run's input kind ("image", "tokens")."""
+        """Fill the fine-tuning fields left open with the defaults of the run's input kind ("image", "tokens",
+        "sequence": tokens of residues or k-mers)."""
         epochs, lr, probe_first = FINETUNE_DEFAULTS.get(kind, FINETUNE_DEFAULTS["image"])
         self.finetune_epochs = epochs if self.finetune_epochs is None else self.finetune_epochs
         self.finetune_lr = lr if self.finetune_lr is None else self.finetune_lr

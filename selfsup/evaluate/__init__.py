@@ -75,7 +75,8 @@ def _eval_config(run_path, protocol, labels, baselines, plot, task, overrides) -
         ev.task = task
     for key, value in overrides.items():
         set_field(cfg, f"eval.{key}", value)
-    ev.for_modality(read_encoder_json(run_path)["spec"].get("kind", "image"))
+    spec = read_encoder_json(run_path)["spec"]
+    ev.for_modality("sequence" if spec.get("alphabet") else spec.get("kind", "image"))
     t = TASKS.get(ev.task)
     if protocol is None and not set(ev.protocols) <= set(t.protocols):
         ev.protocols = list(t.default_protocols)  # e.g. --task verify alone: its cosine scoring

@@ -93,7 +93,8 @@ class DataConfig:
     sequence_field: str = "sequence"  # CSV / TSV: the column holding the sequence
     alphabet: str = "auto"  # auto | dna | rna | protein
     soft_mask: str = "drop"  # drop: lower-case (soft-masked) residues are upper-cased; keep: tokens of their own
-    kmer: int = 1  # residues per token: 1 (single residues), or k-mers (DNABERT: 3..6)
+    kmer: int | None = None  # residues per token: 1 (single residues) or k-mers (DNABERT: 3..6); None: the
+    # method's choice (seq-contrastive: 6 for DNA / RNA), else 1
     kmer_overlap: bool = True  # k-mers: overlapping (stride 1, DNABERT) or non-overlapping (stride k)
 
 
@@ -268,7 +269,7 @@ class RunConfig:
         if self.data.soft_mask not in ("drop", "keep"):
             raise UserError(f"data.soft_mask={self.data.soft_mask!r}: use drop (upper-case soft-masked residues) or "
                             "keep (lower-case residues are tokens of their own)")  # fmt: skip
-        if not 1 <= self.data.kmer <= 8:
+        if self.data.kmer is not None and not 1 <= self.data.kmer <= 8:
             raise UserError(f"data.kmer={self.data.kmer} must be from 1 (single residues) to 8 (--kmer)")
         return self
 
@@ -401,6 +402,8 @@ def resolve(cfg: RunConfig, dataset, device_type: str = "cpu", world_size: int =
         out.data.image_size = spec.size
     if hasattr(spec, "max_len"):
         out.data.max_len = spec.max_len
+    if getattr(spec, "alphabet", ""):  # a sequence run: the tokenizer's k, whether given or the method's choice
+        out.data.kmer = spec.kmer
     out.encoder.name = out.encoder.name or getattr(cls, "default_encoder", "resnet18")
     out.encoder.params, note = resolve_encoder_params(out.encoder.name, spec, out.encoder.params, device_type)
     if note:

@@ -53,7 +53,13 @@ def run_tokenizer(ds, cfg, family: str, run_dir: Path, resume: bool, log=print):
     return tok, family
 
 
-def sequence_tokenizer(ds, cfg, run_dir: Path, resume: bool, log=print):
+def default_kmer(method_cls, alphabet: str) -> int:
+    """Residues per token when ``data.kmer`` is left open: the method's choice for the alphabet
+    (``default_kmer = {"dna": 6, ...}``: seq-contrastive on DNA / RNA), else single residues."""
+    return int(getattr(method_cls, "default_kmer", {}).get(alphabet, 1))
+
+
+def sequence_tokenizer(ds, cfg, run_dir: Path, resume: bool, log=print, method_cls=None):
     """The run's sequence tokenizer: the saved one when resuming, else ``cfg.data.tokenizer`` (a sequence
     tokenizer.json), else one made from ``data.kmer``, ``data.kmer_overlap`` and ``data.soft_mask``; written to
     ``RUN/tokenizer.json``."""
@@ -71,7 +77,8 @@ def sequence_tokenizer(ds, cfg, run_dir: Path, resume: bool, log=print):
             raise UserError(f"--tokenizer {cfg.data.tokenizer} is a {got} tokenizer for text and {ds.name} holds "
                             "sequences; leave --tokenizer out (sequences use --kmer)")  # fmt: skip
     else:
-        tok = SeqTokenizer(ds.spec.alphabet, cfg.data.kmer, cfg.data.kmer_overlap, cfg.data.soft_mask == "keep")
+        k = cfg.data.kmer if cfg.data.kmer is not None else default_kmer(method_cls, ds.spec.alphabet)
+        tok = SeqTokenizer(ds.spec.alphabet, k, cfg.data.kmer_overlap, cfg.data.soft_mask == "keep")
         got = "sequence"
     if got != "sequence":
         raise UserError(f"{saved} is a {got} tokenizer for text and {ds.name} holds sequences; resume with the "
@@ -109,7 +116,7 @@ def for_pretraining(ds, cfg, method_cls, run_dir: Path, device_type: str, resume
         raise UserError(f"method {cfg.method.name} takes {' or '.join(takes)} data and {ds.name} holds {kind}; choose "
                         "another method (selfsup list methods)")  # fmt: skip
     if kind == "sequence":
-        tok = sequence_tokenizer(ds, cfg, run_dir, resume, log)
+        tok = sequence_tokenizer(ds, cfg, run_dir, resume, log, method_cls)
         spec = tokens.token_spec(tok, family, max_len_for(cfg, device_type))
         return tokens.tokenize_dataset(ds, tok, spec, "pretrain", log=log)
     tok, family = run_tokenizer(ds, cfg, family, run_dir, resume, log)

@@ -68,6 +68,9 @@ def check_params(p: SeqContrastiveParams) -> None:
 @METHODS.register("seq-contrastive")
 class SeqContrastive(nn.Module):
     modality = "tokens"
+    # overlapping 6-mers on nucleotides (DNABERT's k): on drosophila-upstream windows, single residues let the
+    # views' agreement fall and the features collapse, 6-mers learn it (docs/sequences.md)
+    default_kmer = {"dna": 6, "rna": 6}
     raw_kinds = ("sequence",)  # biological sequences only (the views need residues): never text
     tokenizer_family = "wordpiece"  # the bidirectional layout: [CLS] window [SEP]
     collapse_advice = "lower the lr or raise method.temperature"

@@ -100,7 +100,9 @@ def _arch(run: Path) -> str:
     from selfsup.encoders import describe_encoder
 
     info = runs.read_encoder_json(run)
-    return describe_encoder(info["builder"], info["params"])
+    spec = info.get("spec", {})
+    tokens = f" {spec['kmer']}-mers" if spec.get("alphabet") and spec.get("kmer", 1) > 1 else ""
+    return describe_encoder(info["builder"], info["params"]) + tokens  # k-mer and residue networks differ
 
 
 def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None, budget: str = "5m",

@@ -201,11 +201,12 @@ def _estimate(task, encoders, splits, subsets, ev, device, num_outputs, texts=No
     """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
     test samples, the probes timed on a slice of their problem (text: the TF-IDF baseline timed on a slice of
     the documents), fine-tuning steps at three forward passes per sample."""
-    x = splits["test"].x[: min(ev.batch_size, len(splits["test"]))]  # one batch as extraction runs them
+    n = min(ev.batch_size, len(splits["test"]))
+    x, lengths = splits["test"].x[:n], _head(splits["test"].lengths, n)  # one batch as extraction runs them
     enc = encoders["pretrained"]
-    extract_features(enc, x, len(x), device)  # warm-up at the same shape (a new shape builds new kernels)
+    extract_features(enc, x, len(x), device, lengths)  # warm-up at the same shape (a new shape builds new kernels)
     t0 = time.perf_counter()
-    extract_features(enc, x, len(x), device)
+    extract_features(enc, x, len(x), device, lengths)
     per_sample = (time.perf_counter() - t0) / max(1, len(x))
     total = sum(len(s) for s in splits.values())
     sizes = [len(idx) for idx in subsets.values()]
@@ -231,6 +232,11 @@ def _estimate(task, encoders, splits, subsets, ev, device, num_outputs, texts=No
     return out
 
 
+def _head(lengths, n: int):
+    """The first ``n`` lengths (None stays None): timing a batch needs them, or padding counts as tokens."""
+    return None if lengths is None else lengths[:n]
+
+
 def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts=None, raw_kind="text"
                      ) -> dict[str, dict]:  # fmt: skip
     """{encoder: {split: features}} for the encoders and the raw baseline, each extracted once: pooled features,
@@ -242,8 +248,8 @@ def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts
     feats: dict[str, dict[str, torch.Tensor]] = {}
     for name, enc in encoders.items():
         t0 = time.perf_counter()
-        probe = extract_features(enc, splits["test"].x[: min(ev.batch_size, len(splits["test"]))], ev.batch_size,
-                                 device)  # fmt: skip
+        n = min(ev.batch_size, len(splits["test"]))
+        probe = extract_features(enc, splits["test"].x[:n], ev.batch_size, device, _head(splits["test"].lengths, n))
         estimate = (time.perf_counter() - t0) / max(1, len(probe)) * total
         log(f"extracting {name} features of {total} samples (about {fmt_duration(estimate)}) ...")
         show = estimate > 20  # progress lines only where there is something to wait for

@@ -57,12 +57,9 @@ from selfsup.data.text import (
     TEST_FRACTION,
     _class_names,
     _decode,
-    _label_wanted,
-    _missing_field,
-    _no_label,
     _read_bytes,
-    csv_rows,
     string_array,
+    table_rows,
 )
 from selfsup.errors import UserError
 from selfsup.fmt import count
@@ -205,30 +202,9 @@ def _read_table(path: Path, delimiter: str, sequence_field: str, label_field: st
                 strict: bool) -> tuple[list[Record], bool]:  # fmt: skip
     """(records, labelled) of a CSV / TSV file with a header row."""
     text = _decode(_read_bytes(path), path, strict)
-    records, labelled = [], False
-    try:
-        rows = csv_rows(text, delimiter)
-        first = next(rows, None)
-        if first is None:
-            raise UserError(f"{path} is empty; it needs a header row and one row per sequence")
-        header = [c.strip() for c in first[1]]
-        if sequence_field not in header:
-            raise _missing_field(path, sequence_field, header, "--sequence-field")
-        i_seq = header.index(sequence_field)
-        labelled = _label_wanted(path, label_field, header)
-        i_label = header.index(label_field) if labelled else None
-        for line, row in rows:
-            label = None
-            if i_label is not None:
-                label = row[i_label].strip() if i_label < len(row) else ""
-                if not label:
-                    raise _no_label(path, line, label_field)
-            seq = _SPACE.sub("", row[i_seq]) if i_seq < len(row) else ""
-            records.append(Record(f"line {line}", line, seq, label))
-    except csv.Error as e:
-        raise UserError(f"{path} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}); fix the quoting") \
-            from None  # fmt: skip
-    return records, labelled
+    rows = table_rows(path, text, delimiter, sequence_field, label_field, "--sequence-field", "sequence")
+    records = [Record(f"line {line}", line, _SPACE.sub("", seq), label) for line, seq, label in rows]
+    return records, any(r.label is not None for r in records)
 
 
 # ----------------------------------------------------------------------------- checking residues

@@ -213,17 +213,20 @@ def _no_label(path, line: int, label_field: str) -> UserError:
                      "or pass --label-field none to read the data unlabelled")  # fmt: skip
 
 
-def _read_table(path: Path, text: str, delimiter: str, docs: _Docs, text_field: str,
-                label_field: str | None) -> None:  # fmt: skip
+def table_rows(path: Path, text: str, delimiter: str, field: str, label_field: str | None, flag: str,
+               what: str = "document") -> Iterator[tuple[int, str, str | None]]:  # fmt: skip
+    """(line, value of ``field``, label or None) of each row of a CSV / TSV ``text`` with a header row; a missing
+    column (named with its CLI ``flag``), a row without a label or bad quoting is a one-line UserError. The label
+    column is read where ``_label_wanted`` says so; every row then has a label."""
     try:
         rows = csv_rows(text, delimiter)
         first = next(rows, None)
         if first is None:
-            raise UserError(f"{path} is empty; it needs a header row and one row per document")
+            raise UserError(f"{path} is empty; it needs a header row and one row per {what}")
         header = [c.strip() for c in first[1]]
-        if text_field not in header:
-            raise _missing_field(path, text_field, header, "--text-field")
-        i_text = header.index(text_field)
+        if field not in header:
+            raise _missing_field(path, field, header, flag)
+        i_value = header.index(field)
         i_label = header.index(label_field) if _label_wanted(path, label_field, header) else None
         for line, row in rows:
             label = None
@@ -231,10 +234,16 @@ def _read_table(path: Path, text: str, delimiter: str, docs: _Docs, text_field: 
                 label = row[i_label].strip() if i_label < len(row) else ""
                 if not label:
                     raise _no_label(path, line, label_field)
-            docs.add(row[i_text] if i_text < len(row) else "", label)
+            yield line, row[i_value] if i_value < len(row) else "", label
     except csv.Error as e:
         raise UserError(f"{path} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}); fix the quoting") \
             from None  # fmt: skip
+
+
+def _read_table(path: Path, text: str, delimiter: str, docs: _Docs, text_field: str,
+                label_field: str | None) -> None:  # fmt: skip
+    for _, value, label in table_rows(path, text, delimiter, text_field, label_field, "--text-field"):
+        docs.add(value, label)
 
 
 def _read_jsonl(path: Path, text: str, docs: _Docs, text_field: str, label_field: str | None, strict: bool,

@@ -41,6 +41,7 @@ default, upper-cases residues at load, ``keep`` keeps lower-case ones):
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -410,58 +411,28 @@ def fetch_named_sequences(name: str, log: Log = print) -> Path:
     return folder
 
 
-@DATASETS.register("drosophila-upstream")
-def drosophila_upstream(soft_mask: str = "drop", alphabet: str = "auto", **_) -> Dataset:
-    """26,454 unlabelled 2 kb upstream sequences of D. melanogaster genes (DNA), train only."""
-    return load_named_sequences("drosophila-upstream", soft_mask, alphabet)
+ABOUT = {
+    "drosophila-upstream": "26,454 unlabelled 2 kb upstream sequences of D. melanogaster genes (DNA), train only.",
+    "dna-splice": "StatLog's primate splice junctions: 3,186 DNA sequences of 60 nt, ei / ie / n; 2,000 train / 1,186 "
+                  "test.",
+    "promoters": "106 E. coli promoter sequences of 57 nt, + / -; 84 train / 22 test.",
+    "amp-peptides": "modlAMP's 5,200 peptides, UniProt (0) vs antimicrobial (1, AMP); 4,160 train / 1,040 test.",
+    "proteins": "2,100 unlabelled proteins of one bacterial genome (pyhmmer's test file), train only.",
+}  # fmt: skip
 
 
-@DATASETS.register("dna-splice")
-def dna_splice(soft_mask: str = "drop", alphabet: str = "auto", **_) -> Dataset:
-    """StatLog's primate splice junctions: 3,186 DNA sequences of 60 nt, ei / ie / n; 2,000 train / 1,186 test."""
-    return load_named_sequences("dna-splice", soft_mask, alphabet)
+def _register(name: str) -> None:
+    def load(soft_mask: str = "drop", alphabet: str = "auto", **_) -> Dataset:
+        return load_named_sequences(name, soft_mask, alphabet)
+
+    load.__name__, load.__doc__ = name.replace("-", "_"), ABOUT[name]
+    DATASETS.register(name)(load)
 
 
-@DATASETS.register("promoters")
-def promoters(soft_mask: str = "drop", alphabet: str = "auto", **_) -> Dataset:
-    """106 E. coli promoter sequences of 57 nt, + / -; 84 train / 22 test."""
-    return load_named_sequences("promoters", soft_mask, alphabet)
+for _name in SOURCES:
+    _register(_name)
 
-
-@DATASETS.register("amp-peptides")
-def amp_peptides(soft_mask: str = "drop", alphabet: str = "auto", **_) -> Dataset:
-    """modlAMP's 5,200 peptides, UniProt (0) vs antimicrobial (1, AMP); 4,160 train / 1,040 test."""
-    return load_named_sequences("amp-peptides", soft_mask, alphabet)
-
-
-@DATASETS.register("proteins")
-def proteins(soft_mask: str = "drop", alphabet: str = "auto", **_) -> Dataset:
-    """2,100 unlabelled proteins of one bacterial genome (pyhmmer's test file), train only."""
-    return load_named_sequences("proteins", soft_mask, alphabet)
-
-
-def fetch_drosophila_upstream(log: Log = print) -> Path:
-    return fetch_named_sequences("drosophila-upstream", log)
-
-
-def fetch_dna_splice(log: Log = print) -> Path:
-    return fetch_named_sequences("dna-splice", log)
-
-
-def fetch_promoters(log: Log = print) -> Path:
-    return fetch_named_sequences("promoters", log)
-
-
-def fetch_amp_peptides(log: Log = print) -> Path:
-    return fetch_named_sequences("amp-peptides", log)
-
-
-def fetch_proteins(log: Log = print) -> Path:
-    return fetch_named_sequences("proteins", log)
-
-
-FETCHERS = {"drosophila-upstream": fetch_drosophila_upstream, "dna-splice": fetch_dna_splice,
-            "promoters": fetch_promoters, "amp-peptides": fetch_amp_peptides, "proteins": fetch_proteins}  # fmt: skip
+FETCHERS = {name: functools.partial(fetch_named_sequences, name) for name in SOURCES}  # `selfsup data get NAME`
 
 __all__ = ["FETCHERS", "SOURCES", "exact_stratified_holdout", "fetch_named_sequences", "load_named_sequences",
            "source_file"]  # fmt: skip

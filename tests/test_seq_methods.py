@@ -18,6 +18,7 @@ from selfsup.encoders import build_encoder
 from selfsup.errors import UserError
 from selfsup.methods.seq_contrastive import SeqContrastive, SeqContrastiveParams
 from selfsup.views.sequence import SeqCodec
+from tests.conftest import die_after_save
 from tests.test_seq_tokens import CONFIGS, parts, random_seqs
 
 T = 48
@@ -202,16 +203,7 @@ def fasta(path, n=60, seed=0):
 
 @pytest.mark.parametrize("method_name,kmer", [("mlm", 3), ("gpt", 1), ("seq-contrastive", 4)])
 def test_sequence_methods_pretrain_from_fasta_and_resume(tmp_path, monkeypatch, method_name, kmer):
-    from selfsup.train import loop
-
-    real_save = loop.Trainer._save
-
-    def save_then_die(self, step):
-        real_save(self, step)
-        if step == 2:
-            raise KeyboardInterrupt  # killed after its step-2 checkpoint
-
-    monkeypatch.setattr(loop.Trainer, "_save", save_then_die)
+    restore_save = die_after_save(monkeypatch, 2)  # killed after its step-2 checkpoint
     out = tmp_path / "run"
     lines: list[str] = []
     args = dict(data=str(fasta(tmp_path / "x.fa")), method=method_name, budget="4steps", checkpoint_every="2steps",
@@ -223,7 +215,7 @@ def test_sequence_methods_pretrain_from_fasta_and_resume(tmp_path, monkeypatch, 
     assert family == "sequence" and saved.k == kmer and saved.keep_case
     spec = json.loads((out / "encoder.json").read_text())["spec"]
     assert spec["kmer"] == kmer and spec["alphabet"] == "dna" and spec["causal"] == (method_name == "gpt")
-    monkeypatch.setattr(loop.Trainer, "_save", real_save)
+    restore_save()
     selfsup.pretrain(resume=out, log=lines.append)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in metrics if "loss" in r]

@@ -21,6 +21,8 @@ from selfsup.methods.speaker_contrastive import SpeakerContrastive, SpeakerContr
 from selfsup.views.audio import add_noise, apply_gain, random_noise, random_segment, random_speed, speed_perturb
 from selfsup.views.masking import select_spans
 
+from .conftest import die_after_save
+
 SPEC = AudioSpec()
 SMALL = {"dim": 32, "depth": 1, "heads": 2, "conv_channels": 8}
 LEARN = {"dim": 48, "depth": 1, "heads": 2, "conv_channels": 8}
@@ -345,18 +347,10 @@ def speaker_folder(root):
 
 
 def test_the_trainer_prepares_once_and_a_resumed_run_restores_the_centroids(tmp_path, monkeypatch):
-    from selfsup.train import loop
-
     calls = []
-    real_prepare, real_save = HuBERT.prepare, loop.Trainer._save
+    real_prepare = HuBERT.prepare
     monkeypatch.setattr(HuBERT, "prepare", lambda self, *a, **k: calls.append(1) or real_prepare(self, *a, **k))
-
-    def save_then_die(self, step):
-        real_save(self, step)
-        if step == 2:
-            raise KeyboardInterrupt  # killed after its step-2 checkpoint
-
-    monkeypatch.setattr(loop.Trainer, "_save", save_then_die)
+    restore_save = die_after_save(monkeypatch, 2)  # killed after its step-2 checkpoint
     out = tmp_path / "run"
     lines = []
     args = dict(data=str(speaker_folder(tmp_path / "spk")), method="hubert", budget="4steps", checkpoint_every="2steps",
@@ -365,7 +359,7 @@ def test_the_trainer_prepares_once_and_a_resumed_run_restores_the_centroids(tmp_
     with pytest.raises(KeyboardInterrupt):
         selfsup.pretrain(**args)
     assert len(calls) == 1 and any("k-means of 20 clusters" in line for line in lines)
-    monkeypatch.setattr(loop.Trainer, "_save", real_save)
+    restore_save()
     selfsup.pretrain(resume=out, log=lambda s: None)
     assert len(calls) == 1, "a resumed run restores the centroids from its checkpoint"
     ckpts = sorted((out / "checkpoints").glob("step-*"))

@@ -17,7 +17,7 @@ from selfsup.errors import TrainingDiverged, UserError
 from selfsup.registry import METHODS
 from selfsup.runs import latest_checkpoint
 
-from .conftest import run_env
+from .conftest import die_after_save, run_env
 
 TINY = dict(data="digits", method="simclr", width=8, batch_size=32, device="cpu", seed=3)
 
@@ -223,21 +223,13 @@ def test_resuming_a_finished_run_touches_nothing(tmp_path):
 def test_resume_keeps_cost_cumulative_and_metrics_unrepeated(tmp_path, monkeypatch):
     """A run stopped after its step-4 checkpoint (rows logged up to step 6) and resumed: cost.json covers all
     10 steps, and metrics.jsonl has each step once."""
-    from selfsup.train import loop
-
     out = tmp_path / "r"
-    real_save = loop.Trainer._save
-
-    def save_then_die(self, step):
-        real_save(self, step)
-        if step == 6:
-            raise KeyboardInterrupt  # a kill after the step-6 rows were logged, before its checkpoint counts
-    monkeypatch.setattr(loop.Trainer, "_save", save_then_die)
+    restore_save = die_after_save(monkeypatch, 6)  # a kill after the step-6 rows were logged, before its checkpoint
     args = dict(out=out, budget="10steps", checkpoint_every="2steps", log=lambda s: None, **{**TINY, "seed": 5})
     with pytest.raises(KeyboardInterrupt):
         selfsup.pretrain(**args, **{"train__log_every": 1})
     (out / "checkpoints" / "latest").write_text("step-000004\n")  # as if killed before step 6 was saved
-    monkeypatch.setattr(loop.Trainer, "_save", real_save)
+    restore_save()
     selfsup.pretrain(resume=out, log=lambda s: None)
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 10 and 5 in steps

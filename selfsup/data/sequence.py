@@ -275,9 +275,8 @@ def resolve_alphabet(records: list[Record], alphabet: str) -> str:
     """``alphabet`` itself, or (``auto``) the one detected from the A-Z letters of every record."""
     if alphabet != "auto":
         return get_alphabet(alphabet).name  # a name that is no alphabet is an error
-    counts = np.zeros(128, dtype=np.int64)
-    for rec in records:
-        counts += np.bincount(np.frombuffer(rec.seq.upper().encode("ascii", "replace"), dtype=np.uint8), minlength=128)
+    letters = "".join(rec.seq for rec in records).upper().encode("ascii", "replace")
+    counts = np.bincount(np.frombuffer(letters, dtype=np.uint8), minlength=128)
     return detect_alphabet({chr(c): int(counts[c]) for c in range(ord("A"), ord("Z") + 1) if counts[c]})
 
 

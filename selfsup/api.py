@@ -24,6 +24,7 @@ ALIASES = {
     "text_field": "data.text_field", "label_field": "data.label_field", "blank_line_docs": "data.blank_line_docs",
     "sequence_field": "data.sequence_field", "alphabet": "data.alphabet", "soft_mask": "data.soft_mask",
     "kmer": "data.kmer", "kmer_overlap": "data.kmer_overlap",
+    "group_columns": "data.group_columns", "pretrain_groups": "data.pretrain_groups", "balance_by": "data.balance_by",
 }  # fmt: skip
 
 

@@ -130,10 +130,18 @@ def _text_args(p) -> None:
     p.add_argument("--alphabet", help="sequences: auto | dna | rna | protein (default auto: detected)")
     p.add_argument("--soft-mask", help="sequences: drop (upper-case soft-masked residues; default) | keep")
     p.add_argument("--kmer", type=int, help="sequences: residues per token, 1 (default) or k-mers (3..6 for DNA)")
+    p.add_argument("--group-column", dest="group_columns", action="append", metavar="NAME",
+                   help="CSV / TSV / JSONL: a column of per-sample groups for `selfsup audit` (repeatable); folders "
+                        "read theirs from a groups.csv (file,<attr>...) beside the files")
+    p.add_argument("--pretrain-groups", metavar="ATTR=VALUE:SHARE,...",
+                   help="resample the pretraining data to these group shares at the same size, e.g. "
+                        "accent=en-sc:0.02 (the other values share the rest)")
+    p.add_argument("--balance-by", metavar="ATTR",
+                   help="pretrain (and fine-tune) with a sampler that draws each value of ATTR equally often")
 
 
 TEXT_FIELDS = ("max_len", "vocab_size", "tokenizer", "text_field", "label_field", "blank_line_docs",
-               "sequence_field", "alphabet", "soft_mask", "kmer")
+               "sequence_field", "alphabet", "soft_mask", "kmer", "group_columns", "pretrain_groups", "balance_by")
 
 
 def _kv(items: list[str]) -> dict[str, str]:
@@ -180,7 +188,8 @@ def _cmd_compare(a) -> None:
     from selfsup.compare import SHARED_FLAGS, compare
 
     _kv(a.set)  # validate early
-    text_sets = [f"data.{k}={getattr(a, k)}" for k in TEXT_FIELDS if getattr(a, k) is not None]
+    text_sets = [f"data.{k}={','.join(v) if isinstance(v, list) else v}" for k in TEXT_FIELDS
+                 if (v := getattr(a, k)) is not None]  # fmt: skip
     compare(data=a.data, pretrain_data=a.pretrain_data, methods=a.methods, budget=a.budget, out=a.out,
             protocol=a.protocol, labels=a.labels,
             train_limit=a.train_limit, test_limit=a.test_limit, sets=[*text_sets, *a.set],

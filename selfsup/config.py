@@ -96,6 +96,12 @@ class DataConfig:
     kmer: int | None = None  # residues per token: 1 (single residues) or k-mers (DNABERT: 3..6); None: the
     # method's choice (seq-contrastive: 6 for DNA / RNA), else 1
     kmer_overlap: bool = True  # k-mers: overlapping (stride 1, DNABERT) or non-overlapping (stride k)
+    # groups: per-sample attributes (speaker, accent, a CSV column, a folder's groups.csv) for `selfsup audit`;
+    # pretraining reads them only where pretrain_groups / balance_by ask
+    group_columns: list[str] = field(default_factory=list)  # CSV / TSV / JSONL: columns read as groups
+    pretrain_groups: str | None = None  # "ATTR=VALUE:SHARE,...": resample the pretraining data to these shares of
+    # the same total size (the other values of ATTR share the rest in their own proportions)
+    balance_by: str | None = None  # ATTR: pretrain (and fine-tune) with a sampler that draws each value equally
 
 
 @dataclass

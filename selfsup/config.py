@@ -183,6 +183,10 @@ class EvalConfig:
     ctc_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])
     ctc_weight_decays: list[float] = field(default_factory=lambda: [0.0])
     ctc_epochs: list[int] = field(default_factory=lambda: [5, 10, 20])
+    # audit (selfsup/evaluate/audit.py): metrics per group of data.groups[group]
+    group: str | None = None  # the attribute the audit breaks results down by (e.g. accent)
+    min_group_size: int = 20  # a group with fewer test samples is reported as too small, not as a number
+    bootstrap: int = 1000  # bootstrap resamples of the test samples for the 95% intervals
     ctc_batch_size: int = 32
     verify_trials: int = 20000  # verify: at most this many same-speaker trials per half (and as many different)
     plot: bool = False  # write label_efficiency.png, embedding.png and report.html into the run
@@ -199,7 +203,7 @@ class EvalConfig:
 
     def validate(self) -> EvalConfig:
         positive = ("knn_k", "batch_size", "finetune_epochs", "finetune_batch_size", "embedding_points", "windows",
-                    "ctc_batch_size", "verify_trials")  # fmt: skip
+                    "ctc_batch_size", "verify_trials", "min_group_size", "bootstrap")  # fmt: skip
         for key in ("ctc_lrs", "ctc_weight_decays", "ctc_epochs"):
             values = getattr(self, key)
             if not values or any(v < 0 for v in values) or (key != "ctc_weight_decays" and any(v <= 0 for v in values)):

@@ -143,3 +143,10 @@ def test_write_audit_report_without_eval_json(tmp_path):
     paths = write_audit_report(tmp_path, RunConfig(), many_groups(2), log=lambda s: None)
     page = paths[1].read_text()
     assert "Evaluation" not in page and "g00" in page and "g01" in page
+
+
+def test_write_audit_report_reads_eval_rows_of_the_audit(tmp_path):
+    audit = many_groups(2) | {"eval_rows": [{"task": "classify", "protocol": "knn", "labels": 0.5, "encoder": "raw",
+                                             "split": "test", "metric": "accuracy", "value": 0.625}]}  # fmt: skip
+    page = write_audit_report(tmp_path, RunConfig(), audit, log=lambda s: None)[1].read_text()
+    assert "Evaluation" in page and "62.5%" in page and "knn" in page

@@ -290,7 +290,7 @@ def _eval_tables(rows: list[dict]) -> list[tuple[str, tuple]]:
         keys = list(dict.fromkeys((r["protocol"], r.get("labels")) for r in mine))
         table = [[p, _frac(f), *[None if val.get((p, f, e)) is None else _pct(val[(p, f, e)]) for e in encs]]
                  for p, f in keys]  # fmt: skip
-        blocks.append(("text", f"Test {html.escape(_metric_title(metric))}, all test samples (eval.json)."))
+        blocks.append(("text", f"Test {html.escape(_metric_title(metric))} on all test samples."))
         blocks.append(("table", (["protocol", "labels", *[encoder_label(e) for e in encs]], table)))
     return blocks
 
@@ -342,8 +342,8 @@ def _leakage_block(audit: dict) -> list:
 
 
 def write_audit_report(run: Path, cfg, audit: dict, log: Callable[[str], None] = print) -> list[Path]:
-    """RUN/audit_<group_attr>.png and RUN/report.html (run, audit by group, gaps, leakage, and the plain evaluation
-    when RUN/eval.json exists). Returns the paths written."""
+    """RUN/audit_<group_attr>.png and RUN/report.html (run, audit by group, gaps, leakage, and the plain evaluation:
+    ``audit["eval_rows"]``, else RUN/eval.json when it exists). Returns the paths written."""
     run = Path(run)
     attr = audit.get("group_attr") or "group"
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in attr)
@@ -352,9 +352,11 @@ def write_audit_report(run: Path, cfg, audit: dict, log: Callable[[str], None] =
                 (f"Audit by {attr}", _audit_blocks(audit, chart)),
                 ("Gaps", _gaps_block(audit)),
                 ("Leakage", _leakage_block(audit))]  # fmt: skip
-    eval_path = run / "eval.json"
-    if eval_path.is_file():
-        sections.append(("Evaluation", _eval_tables(json.loads(eval_path.read_text()))))
+    eval_rows, eval_path = audit.get("eval_rows"), run / "eval.json"
+    if not eval_rows and eval_path.is_file():
+        eval_rows = json.loads(eval_path.read_text())
+    if eval_rows:
+        sections.append(("Evaluation", _eval_tables(eval_rows)))
     page = write_report(run / "report.html", f"selfsup audit: {run.name} by {attr}", sections, subtitle=str(run))
     for p in (chart, page):
         log(f"wrote {p}")

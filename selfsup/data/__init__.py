@@ -24,7 +24,13 @@ from selfsup.data.named_speech import synth_speech_splits
 from selfsup.data.sequence import is_sequence_path, load_sequence_dataset
 from selfsup.data.spec import AudioSpec, ImageSpec, SeqSpec, TextSpec, spec_from_dict, spec_to_dict
 from selfsup.data.splits import balanced_subset, stratified_holdout, validation_split
-from selfsup.data.text import is_text_path, load_text_dataset, text_dataset_from_hf, text_dataset_from_texts
+from selfsup.data.text import (
+    ignored_groups,
+    is_text_path,
+    load_text_dataset,
+    text_dataset_from_hf,
+    text_dataset_from_texts,
+)
 from selfsup.errors import UserError
 from selfsup.registry import DATASETS
 
@@ -36,7 +42,7 @@ FETCHERS = {"fashion-mnist": _named.fetch_fashion_mnist, "imdb": _named_text.fet
 def load_dataset(name: str, image_size: int | None = None, limit: int | None = None, strict: bool = False,
                  log=print, text_field: str = "text", label_field: str | None = "label",
                  blank_line_docs: bool = False, sequence_field: str = "sequence", alphabet: str = "auto",
-                 soft_mask: str = "drop") -> Dataset:  # fmt: skip
+                 soft_mask: str = "drop", group_columns: list[str] | None = None) -> Dataset:  # fmt: skip
     """A registered name (``fashion-mnist``, ``digits``, ``imdb``, ``newsgroups``, ``synth-speech``, ``klettres``,
     and the sequence sets ``SEQUENCE_SETS``), a path to a folder of images or of audio files
     (``selfsup.data.audio``), a sequence file (FASTA, FASTQ, or a .csv/.tsv whose header has the column
@@ -46,10 +52,17 @@ def load_dataset(name: str, image_size: int | None = None, limit: int | None = N
     ``soft_mask`` to sequences). A table is read as sequences when it has the sequence column, or when
     ``sequence_field`` or ``alphabet`` is set (then a missing column is an error naming it).
 
+    Groups (``split.groups``, per-sample attributes for ``selfsup audit``): ``group_columns`` of a CSV / TSV /
+    JSONL table (text or sequences; ignored, with one log line, by other data), a ``groups.csv`` in an image or
+    audio folder (``selfsup.data.groups``), or a named set's own (synth-speech: speaker, accent, voice).
+
     ``limit`` keeps the first N training samples (the spec's statistics are those of the kept ones)."""
-    text_args = {"text_field": text_field, "label_field": label_field, "strict": strict, "log": log}
+    group_columns = list(group_columns or [])
+    text_args = {"text_field": text_field, "label_field": label_field, "strict": strict, "log": log,
+                 "group_columns": group_columns}  # fmt: skip
+    columns = False  # data the group columns are read from (the readers of text and sequences say when they are not)
     if not isinstance(name, str | os.PathLike):  # a Hugging Face dataset object
-        ds = load_text_dataset(name, **text_args)
+        ds, columns = load_text_dataset(name, **text_args), True
     elif name in SEQUENCE_SETS:
         ds = DATASETS.get(name)(soft_mask=soft_mask, alphabet=alphabet)
     elif name in DATASETS:
@@ -57,15 +70,18 @@ def load_dataset(name: str, image_size: int | None = None, limit: int | None = N
     elif is_audio_path(name):
         ds = load_audio_folder(name, strict=strict, log=log)
     elif _is_sequences(name, sequence_field, alphabet):
-        ds = load_sequence_dataset(name, sequence_field, label_field, alphabet, soft_mask, strict, log)
+        ds, columns = load_sequence_dataset(name, sequence_field, label_field, alphabet, soft_mask, strict, log,
+                                            group_columns), True  # fmt: skip
     elif is_text_path(name):
-        ds = load_text_dataset(name, blank_line_docs=blank_line_docs, **text_args)
+        ds, columns = load_text_dataset(name, blank_line_docs=blank_line_docs, **text_args), True
     elif Path(name).expanduser().exists() or "/" in name or name.startswith("."):
         from selfsup.data.folder import load_image_folder
 
         ds = load_image_folder(Path(name).expanduser(), image_size=image_size, strict=strict, log=log)
     else:
         DATASETS.get(name)  # raises: unknown dataset, with the known names
+    if group_columns and not columns:
+        log(ignored_groups(str(name), group_columns))
     if limit is not None:
         if limit < 1:
             raise UserError(f"data.limit={limit} must be at least 1")
@@ -120,8 +136,8 @@ def load_configured(data, limit: int | None = None, log=print) -> Dataset:
     """``load_dataset`` with a run's ``DataConfig`` (name, image size, strictness, the text and sequence options)."""
     return load_dataset(data.name, data.image_size, limit, data.strict, log=log, text_field=data.text_field,
                         label_field=data.label_field, blank_line_docs=data.blank_line_docs,
-                        sequence_field=data.sequence_field, alphabet=data.alphabet,
-                        soft_mask=data.soft_mask)  # fmt: skip
+                        sequence_field=data.sequence_field, alphabet=data.alphabet, soft_mask=data.soft_mask,
+                        group_columns=getattr(data, "group_columns", None))  # fmt: skip
 
 
 def raw_features(spec, x, lengths: np.ndarray | None = None) -> torch.Tensor:

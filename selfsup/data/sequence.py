@@ -14,7 +14,9 @@ Inputs (``load_sequence_dataset``), each optionally gzipped (``.gz``):
 * CSV / TSV (``.csv .tsv``) with a header row: the sequence column (``--sequence-field``, default ``sequence``)
   is required; the label column (``--label-field``, default ``label``) is optional as for text (a label field
   other than the default that the file lacks is an error; ``none`` ignores labels). A table is read as
-  sequences when its header has the sequence column (``is_sequence_path``).
+  sequences when its header has the sequence column (``is_sequence_path``). ``group_columns``
+  (``--group-column``) are read, as strings, into ``split.groups[NAME]`` (as for text: a missing column or an
+  empty cell is an error naming the file and line); FASTA / FASTQ have no columns and ignore them (one log line).
 
 Residues: whitespace inside a sequence is removed (line breaks, spaces, CRLF line endings), and a protein's
 trailing ``*`` (the stop codon) is dropped. The alphabet (``alphabet="auto"``) is detected from the A-Z letters
@@ -42,7 +44,7 @@ import gzip
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,8 @@ from selfsup.data.text import (
     _class_names,
     _decode,
     _read_bytes,
+    group_arrays,
+    ignored_groups,
     string_array,
     table_rows,
 )
@@ -77,12 +81,13 @@ Log = Callable[[str], object]
 @dataclass
 class Record:
     """One sequence as read: its id (a FASTA/FASTQ header's first word, or ``line N`` of a table), the line it
-    starts on, the residues (whitespace removed) and its label (tables only)."""
+    starts on, the residues (whitespace removed), its label and its groups (tables only)."""
 
     id: str
     line: int
     seq: str
     label: str | None = None
+    groups: dict[str, str] = field(default_factory=dict)
 
 
 def _format(path: Path) -> str | None:
@@ -198,12 +203,13 @@ def read_fastq(path: str | os.PathLike) -> Iterator[Record]:
 # ----------------------------------------------------------------------------- tables
 
 
-def _read_table(path: Path, delimiter: str, sequence_field: str, label_field: str | None,
-                strict: bool) -> tuple[list[Record], bool]:  # fmt: skip
+def _read_table(path: Path, delimiter: str, sequence_field: str, label_field: str | None, strict: bool,
+                group_columns: list[str] = ()) -> tuple[list[Record], bool]:  # fmt: skip
     """(records, labelled) of a CSV / TSV file with a header row."""
     text = _decode(_read_bytes(path), path, strict)
-    rows = table_rows(path, text, delimiter, sequence_field, label_field, "--sequence-field", "sequence")
-    records = [Record(f"line {line}", line, _SPACE.sub("", seq), label) for line, seq, label in rows]
+    rows = table_rows(path, text, delimiter, sequence_field, label_field, "--sequence-field", "sequence",
+                      group_columns)  # fmt: skip
+    records = [Record(f"line {line}", line, _SPACE.sub("", seq), label, groups) for line, seq, label, groups in rows]
     return records, any(r.label is not None for r in records)
 
 
@@ -265,7 +271,7 @@ def check_records(records: list[Record], alphabet: str, soft_mask: str, where: s
                                 "the record, set --alphabet, or drop --strict to skip such records")  # fmt: skip
             skipped.bad.append(f"{_name(rec)}, {ch!r} at position {pos}")
             continue
-        kept.append(Record(rec.id, rec.line, seq, rec.label))
+        kept.append(Record(rec.id, rec.line, seq, rec.label, rec.groups))
     if (line := skipped.line(alphabet)) is not None:
         log(line)
     return kept
@@ -294,22 +300,26 @@ def _labels(labels: list[str], where: str, label_field: str | None) -> tuple[np.
 
 
 def sequence_dataset(name: str, source: str, seqs: list[str], alphabet: str, labels: list | None = None,
-                     label_field: str | None = "label") -> Dataset:  # fmt: skip
-    """A Dataset of checked sequences: labelled ones get the seeded, class-stratified 20% test split."""
-    x = string_array(seqs)
+                     label_field: str | None = "label",
+                     groups: dict[str, list[str]] | None = None) -> Dataset:  # fmt: skip
+    """A Dataset of checked sequences and their ``groups`` (one value per sequence): labelled ones get the seeded,
+    class-stratified 20% test split."""
+    x, g = string_array(seqs), group_arrays(groups)
     if labels is None:
-        return Dataset(name, SeqSpec(source, alphabet, len(x)), Split(x), None, [])
+        return Dataset(name, SeqSpec(source, alphabet, len(x)), Split(x, groups=g), None, [])
     y, classes = _labels(labels, source, label_field)
     held = stratified_holdout(y, TEST_FRACTION, SPLIT_SEED)
-    train, test = Split(x[~held], y[~held]), Split(x[held], y[held])
+    train = Split(x[~held], y[~held], groups={k: v[~held] for k, v in g.items()})
+    test = Split(x[held], y[held], groups={k: v[held] for k, v in g.items()})
     return Dataset(name, SeqSpec(source, alphabet, len(train)), train, test, classes)
 
 
 def load_sequence_dataset(path, sequence_field: str = "sequence", label_field: str | None = "label",
                           alphabet: str = "auto", soft_mask: str = "drop", strict: bool = False,
-                          log: Log = print) -> Dataset:  # fmt: skip
+                          log: Log = print, group_columns: Iterable[str] = ()) -> Dataset:  # fmt: skip
     """A user's FASTA, FASTQ, CSV or TSV file (optionally .gz) as a sequence Dataset (see the module docstring
-    for formats, alphabets, soft-masking, splits and errors)."""
+    for formats, alphabets, soft-masking, splits, groups and errors)."""
+    group_columns = list(dict.fromkeys(group_columns or ()))
     if soft_mask not in SOFT_MASK:
         raise UserError(f"data.soft_mask={soft_mask!r}: use drop (upper-case soft-masked residues) or keep")
     if alphabet != "auto":
@@ -325,12 +335,16 @@ def load_sequence_dataset(path, sequence_field: str = "sequence", label_field: s
         raise UserError(f"{root} is not a sequence file selfsup reads; use FASTA (.fa, .fasta, .fna, .faa, ...), "
                         "FASTQ (.fq, .fastq) or a .csv/.tsv with a sequence column (each may be .gz)")  # fmt: skip
     labelled = False
+    if group_columns and kind in ("fasta", "fastq"):
+        log(ignored_groups(name, group_columns))
+        group_columns = []
     if kind == "fasta":
         records = list(read_fasta(root))
     elif kind == "fastq":
         records = list(read_fastq(root))
     else:
-        records, labelled = _read_table(root, "\t" if kind == "tsv" else ",", sequence_field, label_field, strict)
+        delimiter = "\t" if kind == "tsv" else ","
+        records, labelled = _read_table(root, delimiter, sequence_field, label_field, strict, group_columns)
     if not records:
         raise UserError(f"{root} holds no sequence records; check that it is {kind.upper()} and not empty")
     alphabet = resolve_alphabet(records, alphabet)
@@ -339,7 +353,8 @@ def load_sequence_dataset(path, sequence_field: str = "sequence", label_field: s
         raise UserError(f"{root} holds no valid {alphabet} sequence (all {count(len(records), 'record')} were "
                         "empty or had characters outside the alphabet); check the file, or set --alphabet")  # fmt: skip
     labels = [r.label for r in kept] if labelled else None
-    return sequence_dataset(name, name, [r.seq for r in kept], alphabet, labels, label_field)
+    groups = {column: [r.groups[column] for r in kept] for column in group_columns}
+    return sequence_dataset(name, name, [r.seq for r in kept], alphabet, labels, label_field, groups)
 
 
 __all__ = ["FASTA_SUFFIXES", "FASTQ_SUFFIXES", "Record", "check_records", "is_sequence_path", "load_sequence_dataset",

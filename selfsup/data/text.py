@@ -13,6 +13,10 @@ Inputs (``load_text_dataset``):
   default ``text``) is required; the label field (``--label-field``, default ``label``) is optional: where the
   file lacks it the data is unlabelled (a label field other than the default that the file lacks is an error,
   so a typo cannot silently drop the labels; ``label_field=None`` or ``"none"`` ignores labels).
+  ``group_columns`` (``--group-column``) names columns read, as strings, into ``split.groups[NAME]`` (per-sample
+  attributes for ``selfsup audit``); a named column the file lacks, or a row with no value in it, is an error
+  naming the file (and line), as a missing label is. Other inputs (.txt, folders) have no columns: the names are
+  ignored there, with one log line.
 * each of these optionally gzipped (``.txt.gz``, ``.csv.gz``, ...).
 * a folder of ``.txt`` files (searched recursively, hidden files ignored), each file one document.
   ``FOLDER/<class>/*.txt`` with two or more class folders is labelled by folder name;
@@ -95,10 +99,11 @@ class _Docs:
 
     def __init__(self, where: str, blank_is_doc: bool = True):
         self.where, self.texts, self.labels = where, [], []
+        self.groups: dict[str, list[str]] = {}  # {column: one value per kept document}
         self.bad_utf8 = self.empty = 0
         self.blank_is_doc = blank_is_doc  # False for .txt, where blank lines only separate documents
 
-    def add(self, text, label=None) -> None:
+    def add(self, text, label=None, groups: dict[str, str] | None = None) -> None:
         text = "" if text is None else text if isinstance(text, str) else str(text)
         if not text.strip():
             self.empty += self.blank_is_doc
@@ -112,6 +117,8 @@ class _Docs:
             return
         self.texts.append(text)
         self.labels.append(_BAD_BYTES.sub("\ufffd", label) if isinstance(label, str) else label)
+        for k, v in (groups or {}).items():
+            self.groups.setdefault(k, []).append(_BAD_BYTES.sub("\ufffd", v))
 
     def report(self, log: Log) -> None:
         if self.bad_utf8:
@@ -213,11 +220,18 @@ def _no_label(path, line: int, label_field: str) -> UserError:
                      "or pass --label-field none to read the data unlabelled")  # fmt: skip
 
 
+def _no_group(path, line: int, column: str) -> UserError:
+    return UserError(f"{path} line {line} has no value in the group column {column!r}; fill it in every row, "
+                     f"or leave out --group-column {column}")  # fmt: skip
+
+
 def table_rows(path: Path, text: str, delimiter: str, field: str, label_field: str | None, flag: str,
-               what: str = "document") -> Iterator[tuple[int, str, str | None]]:  # fmt: skip
-    """(line, value of ``field``, label or None) of each row of a CSV / TSV ``text`` with a header row; a missing
-    column (named with its CLI ``flag``), a row without a label or bad quoting is a one-line UserError. The label
-    column is read where ``_label_wanted`` says so; every row then has a label."""
+               what: str = "document", group_columns: Iterable[str] = ()
+               ) -> Iterator[tuple[int, str, str | None, dict[str, str]]]:  # fmt: skip
+    """(line, value of ``field``, label or None, {group column: value}) of each row of a CSV / TSV ``text`` with a
+    header row; a missing column (named with its CLI ``flag``, or ``--group-column``), a row without a label or
+    without a value in a group column, or bad quoting is a one-line UserError. The label column is read where
+    ``_label_wanted`` says so; every row then has a label."""
     try:
         rows = csv_rows(text, delimiter)
         first = next(rows, None)
@@ -228,26 +242,41 @@ def table_rows(path: Path, text: str, delimiter: str, field: str, label_field: s
             raise _missing_field(path, field, header, flag)
         i_value = header.index(field)
         i_label = header.index(label_field) if _label_wanted(path, label_field, header) else None
+        for column in group_columns:
+            if column not in header:
+                raise _missing_field(path, column, header, "--group-column")
+        i_groups = {column: header.index(column) for column in group_columns}
         for line, row in rows:
             label = None
             if i_label is not None:
                 label = row[i_label].strip() if i_label < len(row) else ""
                 if not label:
                     raise _no_label(path, line, label_field)
-            yield line, row[i_value] if i_value < len(row) else "", label
+            groups = {}
+            for column, i in i_groups.items():
+                groups[column] = row[i].strip() if i < len(row) else ""
+                if not groups[column]:
+                    raise _no_group(path, line, column)
+            yield line, row[i_value] if i_value < len(row) else "", label, groups
     except csv.Error as e:
         raise UserError(f"{path} is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}); fix the quoting") \
             from None  # fmt: skip
 
 
-def _read_table(path: Path, text: str, delimiter: str, docs: _Docs, text_field: str,
-                label_field: str | None) -> None:  # fmt: skip
-    for _, value, label in table_rows(path, text, delimiter, text_field, label_field, "--text-field"):
-        docs.add(value, label)
+def _read_table(path: Path, text: str, delimiter: str, docs: _Docs, text_field: str, label_field: str | None,
+                group_columns: list[str]) -> None:  # fmt: skip
+    rows = table_rows(path, text, delimiter, text_field, label_field, "--text-field", group_columns=group_columns)
+    for _, value, label, groups in rows:
+        docs.add(value, label, groups)
+
+
+def _group_str(value) -> str:
+    """A group value as read from JSON or a Hugging Face column: a string stripped, None "", anything else str()."""
+    return value.strip() if isinstance(value, str) else "" if value is None else str(value).strip()
 
 
 def _read_jsonl(path: Path, text: str, docs: _Docs, text_field: str, label_field: str | None, strict: bool,
-                log: Log) -> None:  # fmt: skip
+                log: Log, group_columns: list[str] = ()) -> None:  # fmt: skip
     records, broken = [], []
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
@@ -273,11 +302,17 @@ def _read_jsonl(path: Path, text: str, docs: _Docs, text_field: str, label_field
         raise _missing_field(path, text_field, dict.fromkeys(k for _, r in records[:100] for k in r), "--text-field")
     keys = {k for _, r in records for k in r}
     with_label = _label_wanted(path, label_field, keys)
+    for column in group_columns:
+        if column not in keys:
+            raise _missing_field(path, column, dict.fromkeys(k for _, r in records[:100] for k in r), "--group-column")
     for n, record in records:
         label = record.get(label_field) if with_label else None
         if with_label and (label is None or str(label).strip() == ""):
             raise _no_label(path, n, label_field)
-        docs.add(record.get(text_field), None if label is None else str(label).strip())
+        groups = {column: _group_str(record.get(column)) for column in group_columns}
+        if (empty := next((c for c, v in groups.items() if not v), None)) is not None:
+            raise _no_group(path, n, empty)
+        docs.add(record.get(text_field), None if label is None else str(label).strip(), groups)
 
 
 def _list_txt(root: Path) -> list[Path]:
@@ -342,26 +377,35 @@ def _labels(texts: list[str], labels: list | None, where: str) -> tuple[np.ndarr
     return np.array([index[str(v)] for v in labels], dtype=np.int64), classes
 
 
+def group_arrays(groups: dict[str, list[str]] | None) -> dict[str, np.ndarray]:
+    """{name: one string per sample} -> {name: numpy str array [N]} (a plain ``<U`` array: saved without pickle)."""
+    return {k: np.array(v, dtype=str) for k, v in (groups or {}).items()}
+
+
 def _dataset(name: str, source: str, texts: list[str], labels: list | None,
-             test: tuple[list[str], list] | None = None) -> Dataset:  # fmt: skip
-    """Train (and test) splits of cleaned texts; labelled data without a test split gets the stratified 20%."""
+             test: tuple[list[str], list] | None = None, groups: dict[str, list[str]] | None = None,
+             test_groups: dict[str, list[str]] | None = None) -> Dataset:  # fmt: skip
+    """Train (and test) splits of cleaned texts and their ``groups`` (one value per text); labelled data without a
+    test split gets the stratified 20%."""
     if not texts:
         raise UserError(f"{source} holds no documents (after cleaning); add text or check --text-field")
+    g = group_arrays(groups)
     if test is not None and labels is not None:
         y_all, classes = _labels(texts + test[0], labels + list(test[1]), source)
         train_classes = set(y_all[: len(texts)].tolist())
         if not set(y_all[len(texts) :].tolist()) <= train_classes:
             extra = sorted(classes[c] for c in set(y_all[len(texts) :].tolist()) - train_classes)
             raise UserError(f"{source}: test classes {extra} have no training documents; add some or remove them")
-        train = Split(string_array(texts), y_all[: len(texts)])
-        test_split = Split(string_array(test[0]), y_all[len(texts) :])
+        train = Split(string_array(texts), y_all[: len(texts)], groups=g)
+        test_split = Split(string_array(test[0]), y_all[len(texts) :], groups=group_arrays(test_groups))
         return Dataset(name, TextSpec(source, len(train)), train, test_split, classes)
     y, classes = _labels(texts, labels, source)
     if y is None:
-        return Dataset(name, TextSpec(source, len(texts)), Split(string_array(texts)), None, [])
+        return Dataset(name, TextSpec(source, len(texts)), Split(string_array(texts), groups=g), None, [])
     held = stratified_holdout(y, TEST_FRACTION, SPLIT_SEED)
     x = string_array(texts)
-    train, test_split = Split(x[~held], y[~held]), Split(x[held], y[held])
+    train = Split(x[~held], y[~held], groups={k: v[~held] for k, v in g.items()})
+    test_split = Split(x[held], y[held], groups={k: v[held] for k, v in g.items()})
     return Dataset(name, TextSpec(source, len(train)), train, test_split, classes)
 
 
@@ -391,10 +435,15 @@ def _is_hf_like(obj) -> bool:
     return hasattr(obj, "column_names") and hasattr(obj, "__getitem__") and not isinstance(obj, str | bytes | Path)
 
 
-def _hf_split(split, where: str, text_field: str, label_field: str | None, log: Log) -> tuple[list, list | None]:
+def _hf_split(split, where: str, text_field: str, label_field: str | None, log: Log,
+              group_columns: list[str] = ()) -> tuple[list, list | None, dict[str, list[str]]]:  # fmt: skip
     columns = list(split.column_names)
     if text_field not in columns:
         raise _missing_field(where, text_field, columns, "--text-field")
+    for column in group_columns:
+        if column not in columns:
+            raise _missing_field(where, column, columns, "--group-column")
+    group_values = {column: list(split[column]) for column in group_columns}
     labels = None
     if _label_wanted(where, label_field, columns):
         labels = list(split[label_field])
@@ -408,43 +457,55 @@ def _hf_split(split, where: str, text_field: str, label_field: str | None, log: 
         if labels is not None and label is None:
             raise UserError(f"{where}: row {i} has no label in {label_field!r}; label every row or pass "
                             "label_field=None")  # fmt: skip
-        docs.add(t, label)
+        groups = {column: _group_str(values[i]) for column, values in group_values.items()}
+        if (empty := next((c for c, v in groups.items() if not v), None)) is not None:
+            raise UserError(f"{where}: row {i} has no value in the group column {empty!r}; fill it in every row, or "
+                            "leave it out of group_columns")  # fmt: skip
+        docs.add(t, label, groups)
     docs.report(log)
-    return docs.texts, None if labels is None else docs.labels
+    return docs.texts, None if labels is None else docs.labels, docs.groups
 
 
 def text_dataset_from_hf(data, text_field: str = "text", label_field: str | None = _DEFAULT_LABEL,
-                         name: str = "hf-dataset", log: Log = print) -> Dataset:  # fmt: skip
+                         name: str = "hf-dataset", log: Log = print,
+                         group_columns: list[str] = ()) -> Dataset:  # fmt: skip
     """A Hugging Face ``datasets.Dataset`` or ``DatasetDict`` (duck-typed: ``column_names`` and
     ``__getitem__(column)``; ``datasets`` is never imported). A DatasetDict's ``train`` split is train and its
-    ``test`` split, if any, is test; ClassLabel ids become their names."""
+    ``test`` split, if any, is test; ClassLabel ids become their names; ``group_columns`` are read as groups."""
     columns = data.column_names
     if isinstance(columns, dict):  # a DatasetDict: {split: [columns]}
         if "train" not in columns:
             raise UserError(f"{name} has no 'train' split (it has: {', '.join(columns)}); pass one split")
-        texts, labels = _hf_split(data["train"], f"{name}['train']", text_field, label_field, log)
+        texts, labels, groups = _hf_split(data["train"], f"{name}['train']", text_field, label_field, log,
+                                          group_columns)  # fmt: skip
         if "test" in columns and labels is not None:
-            test = _hf_split(data["test"], f"{name}['test']", text_field, label_field, log)
+            test = _hf_split(data["test"], f"{name}['test']", text_field, label_field, log, group_columns)
             if test[1] is not None:
-                return _dataset(name, name, texts, labels, test)
-        return _dataset(name, name, texts, labels)
-    texts, labels = _hf_split(data, name, text_field, label_field, log)
-    return _dataset(name, name, texts, labels)
+                return _dataset(name, name, texts, labels, test[:2], groups, test[2])
+        return _dataset(name, name, texts, labels, groups=groups)
+    texts, labels, groups = _hf_split(data, name, text_field, label_field, log, group_columns)
+    return _dataset(name, name, texts, labels, groups=groups)
 
 
 def load_text_dataset(path, text_field: str = "text", label_field: str | None = _DEFAULT_LABEL,
-                      blank_line_docs: bool = False, strict: bool = False, log: Log = print) -> Dataset:  # fmt: skip
+                      blank_line_docs: bool = False, strict: bool = False, log: Log = print,
+                      group_columns: Iterable[str] = ()) -> Dataset:  # fmt: skip
     """A user's text as a raw text Dataset: a .txt/.jsonl/.csv/.tsv file (optionally .gz), a folder of .txt
     files, or a Hugging Face dataset object (see the module docstring for layouts, fields, cleaning and errors).
+    ``group_columns``: columns of a .jsonl/.csv/.tsv (or Hugging Face dataset) read into ``split.groups``.
 
     Labelled data without its own split gets a seeded (seed 0), class-stratified 20% test split; unlabelled
     data has ``test=None``. Broken input is a one-line :class:`UserError` naming the file (and line or field)."""
+    group_columns = list(dict.fromkeys(group_columns or ()))
     if _is_hf_like(path):
-        return text_dataset_from_hf(path, text_field, label_field, log=log)
+        return text_dataset_from_hf(path, text_field, label_field, log=log, group_columns=group_columns)
     name = str(path)
     root = Path(path).expanduser()
     if not root.exists():
         raise UserError(f"{name} does not exist; check the path")
+    if group_columns and (root.is_dir() or _format(root) == ".txt"):
+        log(ignored_groups(name, group_columns))
+        group_columns = []
     if root.is_dir():
         docs = _read_folder(root, strict, log)
         for d in docs.values():
@@ -463,13 +524,20 @@ def load_text_dataset(path, text_field: str = "text", label_field: str | None = 
     if fmt == ".txt":
         _read_txt(text, docs, blank_line_docs)
     elif fmt == ".jsonl":
-        _read_jsonl(root, text, docs, text_field, label_field, strict, log)
+        _read_jsonl(root, text, docs, text_field, label_field, strict, log, group_columns)
     else:
-        _read_table(root, text, "\t" if fmt == ".tsv" else ",", docs, text_field, label_field)
+        _read_table(root, text, "\t" if fmt == ".tsv" else ",", docs, text_field, label_field, group_columns)
     docs.report(log)
     labelled = fmt != ".txt" and docs.labels and docs.labels[0] is not None
-    return _dataset(name, name, docs.texts, docs.labels if labelled else None)
+    return _dataset(name, name, docs.texts, docs.labels if labelled else None, groups=docs.groups)
 
 
-__all__ = ["FORMATS", "TEST_FRACTION", "clean_text", "csv_rows", "is_text_path", "load_text_dataset",
-           "string_array", "text_dataset_from_hf", "text_dataset_from_texts"]  # fmt: skip
+def ignored_groups(name: str, group_columns: Iterable[str]) -> str:
+    """The log line for ``--group-column`` given for data without columns (it is ignored there, not an error, so
+    one run's options can serve both a pretraining corpus and the table it is scored on)."""
+    return (f"--group-column {', '.join(group_columns)} ignored: {name} is not a CSV / TSV / JSONL table (a folder of "
+            "images or audio reads its groups from a groups.csv in it)")  # fmt: skip
+
+
+__all__ = ["FORMATS", "TEST_FRACTION", "clean_text", "csv_rows", "group_arrays", "ignored_groups", "is_text_path",
+           "load_text_dataset", "string_array", "text_dataset_from_hf", "text_dataset_from_texts"]  # fmt: skip

@@ -29,6 +29,9 @@ Layouts (rows ``int32 [N, max_len]``, padded with ``pad_id`` after ``lengths[i]`
   row ``[CLS] window [SEP]``; a trailing window of fewer than 8 tokens is dropped unless it is the whole
   document. bpe: documents joined with ``<|endoftext|>`` after each one and packed into rows of exactly
   ``max_len`` tokens (GPT-2's packing; the last partial row is dropped).
+- groups (``split.groups``, per-document attributes): a bidirectional pretraining window carries its document's
+  groups (the rows' document indices are cached as ``train_doc.npy``); packed causal rows mix documents, so causal
+  pretraining drops the groups. Evaluation keeps one row per document, so its groups stay as they are.
 - evaluation: one row per document, labels kept: ``[CLS] first max_len - 2 tokens [SEP]`` (wordpiece) or
   the first ``max_len - 1`` tokens then ``<|endoftext|>`` (bpe: a causal model's pooled feature is its last
   real token, which has then read the whole row).
@@ -274,7 +277,8 @@ def word_piece_table(tok: Tokenizer) -> torch.Tensor:
 def tokenize_dataset(ds: Dataset, tok: Tokenizer, spec: TokenSpec, purpose: str, log=print,
                      windows: int = 1) -> Dataset:  # fmt: skip
     """A raw text dataset as token rows for ``purpose``: "pretrain" (train split only, no labels, documents
-    windowed or packed) or "eval" (train and test, one row per document, labels and groups kept; a document
+    windowed, each window with its document's groups, or packed, without groups: a packed row mixes documents)
+    or "eval" (train and test, one row per document, labels and groups kept; a document
     longer than the context is read as up to ``windows`` windows of ``spec.max_len`` tokens, one after the
     other in its row: see ``_doc_windows``). Rows are memory-mapped from the cache; a second call with the
     same inputs does not tokenize again."""
@@ -299,8 +303,10 @@ def tokenize_dataset(ds: Dataset, tok: Tokenizer, spec: TokenSpec, purpose: str,
     arrays, meta = cached
     log(_summary(meta, spec, purpose, windows))
     if purpose == "pretrain":
-        return Dataset(ds.name, spec, Split(arrays["train"][0], None, arrays["train"][1]), None, ds.classes,
-                       tokenizer=tok)
+        doc = None if spec.causal else load_array(folder / "train_doc.npy")
+        groups = {} if doc is None else {k: np.asarray(v)[doc] for k, v in ds.train.groups.items()}
+        return Dataset(ds.name, spec, Split(arrays["train"][0], None, arrays["train"][1], groups), None, ds.classes,
+                       tokenizer=tok)  # fmt: skip
     out = {name: Split(arrays[name][0], split.y, arrays[name][1], dict(split.groups)) for name, split in splits.items()}
     return Dataset(ds.name, spec, out["train"], out.get("test"), ds.classes, tokenizer=tok)
 
@@ -351,6 +357,8 @@ def _load_cached(folder: Path, splits: dict[str, Split], spec: TokenSpec, purpos
                   for name in splits}  # fmt: skip
     except (OSError, ValueError):
         return None
+    if purpose == "pretrain" and not spec.causal and not (folder / "train_doc.npy").is_file():
+        return None  # written before windows kept their document's index: lay it out again
     for name, (x, lengths) in arrays.items():
         rows_ok = purpose == "pretrain" or len(x) == len(splits[name])
         if x.ndim != 2 or x.shape[1] != spec.max_len * windows or len(lengths) != len(x) or not rows_ok:
@@ -388,7 +396,11 @@ def _build(folder: Path, spec: TokenSpec, purpose: str, ids: dict[str, tuple], n
     meta = {"docs": 0, "cut": 0, "long": 0, "rows": 0}
     for split_name, (flat, lens) in ids.items():
         if purpose == "pretrain":
-            x, lengths = _pack(flat, lens, spec) if spec.causal else _windows(flat, lens, spec)
+            if spec.causal:
+                x, lengths = _pack(flat, lens, spec)
+            else:
+                x, lengths, doc = _windows(flat, lens, spec)
+                save_array(folder / f"{split_name}_doc.npy", doc)
             if len(x) == 0:
                 raise UserError(f"{name}'s {len(lens)} documents make no pretraining row of {spec.max_len} tokens; "
                                 "add text or lower --max-len")  # fmt: skip
@@ -444,8 +456,9 @@ def _rows(flat: np.ndarray, starts: np.ndarray, counts: np.ndarray, spec: TokenS
     return x, lengths
 
 
-def _windows(flat: np.ndarray, lens: np.ndarray, spec: TokenSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Bidirectional pretraining: every document cut into windows of max_len - 2 tokens, ``[CLS] w [SEP]``."""
+def _windows(flat: np.ndarray, lens: np.ndarray, spec: TokenSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bidirectional pretraining: every document cut into windows of max_len - 2 tokens, ``[CLS] w [SEP]``.
+    -> (rows, lengths, int64 [R] the document of each row)."""
     w = spec.max_len - 2
     k = (lens + w - 1) // w  # windows per document (0 for an empty one)
     tail = lens - (k - 1) * w
@@ -455,7 +468,7 @@ def _windows(flat: np.ndarray, lens: np.ndarray, spec: TokenSpec) -> tuple[np.nd
     doc_start = np.cumsum(lens) - lens
     starts = doc_start[doc] + j * w
     counts = np.minimum(w, lens[doc] - j * w)
-    return _rows(flat, starts, counts, spec, spec.cls_id, spec.sep_id)
+    return (*_rows(flat, starts, counts, spec, spec.cls_id, spec.sep_id), doc.astype(np.int64))
 
 
 def _pack(flat: np.ndarray, lens: np.ndarray, spec: TokenSpec) -> tuple[np.ndarray, np.ndarray]:

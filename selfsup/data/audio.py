@@ -23,6 +23,11 @@ A user's audio folder (``--data PATH``, read by :func:`load_audio_folder`):
   without its suffix, or under ``wavs/`` beside it). ``load_audio_folder(..., labels="transcript")`` returns
   the transcribed clips with their transcripts as labels (an unlabelled folder's transcribed clips are split
   80/20 with seed 0).
+* Groups: the speaker sub-folder is the group ``speaker``; a ``groups.csv`` in the folder root (header
+  ``file,<attr1>,...``, ``file`` the audio file's path relative to the root with forward slashes) adds one group
+  per attribute (``selfsup.data.folder.folder_groups``: one row per readable audio file, each mistake a one-line
+  error naming groups.csv and the line). A ``speaker`` column there replaces the sub-folder speaker group (the
+  labels still come from the sub-folders). groups.csv is read at every load, so editing it needs no re-decoding.
 * Bad input (a file soundfile cannot decode or without samples, a transcript outside the alphabet, a
   ``metadata.csv`` line naming no file) is skipped and counted in one log line, or with ``strict=True`` a
   one-line :class:`UserError` naming the file. A folder with no audio file is an error.
@@ -45,7 +50,7 @@ import numpy as np
 
 from selfsup.data.base import Dataset, SequenceLabels, Split
 from selfsup.data.cache import building, cache_dir, load_array, save_array
-from selfsup.data.folder import list_files
+from selfsup.data.folder import data_files, folder_groups, list_files
 from selfsup.data.spec import AudioSpec
 from selfsup.data.splits import stratified_holdout
 from selfsup.errors import UserError
@@ -444,10 +449,13 @@ def _part(clips: Waveforms, idx: np.ndarray, y, groups: dict[str, np.ndarray]) -
     return Split(x, y, x.lengths, {k: v[idx] for k, v in groups.items()})
 
 
-def audio_dataset(name: str, meta: dict, clips: Waveforms, labels: str = "speaker") -> Dataset:
-    """A Dataset from a decoded folder (its ``meta.json`` and clips): speaker labels or transcripts."""
+def audio_dataset(name: str, meta: dict, clips: Waveforms, labels: str = "speaker",
+                  groups: dict[str, np.ndarray] | None = None) -> Dataset:  # fmt: skip
+    """A Dataset from a decoded folder (its ``meta.json`` and clips): speaker labels or transcripts; ``groups``
+    (one value per clip, in stored order: a groups.csv's) are added to the sub-folder ``speaker`` group."""
     n, n_train = len(clips), meta["n_train"]
-    groups = {"speaker": np.array(meta["speakers"], dtype=str)}
+    speakers = np.array(meta["speakers"], dtype=str)
+    groups = {"speaker": speakers, **(groups or {})}
     train_idx, test_idx = np.arange(n_train), np.arange(n_train, n)
     if labels == "transcript":
         texts = meta["transcripts"]
@@ -468,7 +476,7 @@ def audio_dataset(name: str, meta: dict, clips: Waveforms, labels: str = "speake
         train = _part(clips, train_idx, None, groups)
         test = _part(clips, test_idx, None, groups) if len(test_idx) else None
         return Dataset(name, AudioSpec(SAMPLE_RATE), train, test, [])
-    classes, y = np.unique(groups["speaker"], return_inverse=True)
+    classes, y = np.unique(speakers, return_inverse=True)
     y = y.astype(np.int64)
     train = _part(clips, train_idx, y[train_idx], groups)
     test = _part(clips, test_idx, y[test_idx], groups) if len(test_idx) else None
@@ -490,7 +498,7 @@ def load_audio_folder(path, strict: bool = False, labels: str = "speaker", seed:
     if not 0.0 <= float(test_fraction) < 1.0:
         raise UserError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     root = root.resolve()
-    files = list_files(root)
+    files = data_files(root)  # groups.csv is read at every load, not part of the decoded cache
     if not any(f.lower().endswith(AUDIO_SUFFIXES) for f in files):
         raise UserError(_no_audio(name, 0))
     folder = cache_dir() / "audio" / _cache_key(root, files, strict, seed, float(test_fraction))
@@ -500,7 +508,10 @@ def load_audio_folder(path, strict: bool = False, labels: str = "speaker", seed:
     line = skipped_line(name, meta["skipped"], meta["examples"], meta["total"])
     if line:
         log(line)
-    return audio_dataset(name, meta, load_clips(folder), labels)
+    audio = [f for f in files if f.lower().endswith(AUDIO_SUFFIXES)]
+    unread = sorted(set(audio) - set(meta["files"]))  # skipped: unreadable, or a transcript outside the alphabet
+    groups = folder_groups(root, meta["files"], unread, "audio")
+    return audio_dataset(name, meta, load_clips(folder), labels, groups)
 
 
 __all__ = ["AUDIO_SUFFIXES", "CHARS", "CTC_CLASSES", "SAMPLE_RATE", "ClipWriter", "Waveforms", "audio_dataset",

@@ -22,11 +22,19 @@ Resizing: the centred square of side ``min(width, height)`` is resampled to
 ``image_size x image_size`` with an antialiased bicubic filter (Pillow's ``reduce`` first
 for large downscales, JPEG DCT scaling via ``draft``). This equals resizing the shorter side
 to ``image_size`` and then center-cropping.
+
+Groups (per-sample attributes for ``selfsup audit``): a ``groups.csv`` in the folder root, header
+``file,<attr1>,<attr2>...`` and one row per image, ``file`` being its path relative to the root with forward
+slashes (``train/cat/1.png``); each attribute becomes ``split.groups[attr]`` (strings). groups.csv is not an image
+and is not read as one. It is read at every load (:func:`folder_groups`, shared with audio folders), so editing
+it takes effect at once without decoding the images again; every mistake in it is a one-line error naming
+groups.csv, the line and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -41,11 +49,18 @@ from selfsup.data.base import Dataset, Split
 from selfsup.data.cache import cache_dir, load_array, save_array
 from selfsup.data.image import DEFAULT_FOLDER_SIZE, image_spec
 from selfsup.data.splits import stratified_holdout
+from selfsup.data.text import csv_rows
 from selfsup.errors import UserError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: meta.json lists the files of each split (for groups.csv) and the skipped ones
+GROUPS_FILE = "groups.csv"  # per-file groups in a folder's root: file,<attr1>,<attr2>...
 ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;16BS", "I;16LS"}
+
+
+def data_files(root: Path) -> list[str]:
+    """``list_files`` without the folder's ``groups.csv`` (metadata, never a sample)."""
+    return [f for f in list_files(root) if f != GROUPS_FILE]
 
 
 def list_files(root: Path) -> list[str]:
@@ -229,6 +244,84 @@ def _native_size(root: Path, files: list[str]) -> int:
     return largest or DEFAULT_FOLDER_SIZE
 
 
+def _groups_error(path: Path, line: int | None, what: str) -> UserError:
+    return UserError(f"{path}{f' line {line}' if line else ''} {what}")
+
+
+def _groups_header(path: Path, rows) -> tuple[list[str], int]:
+    """(the column names, the index of ``file``) of groups.csv's header row."""
+    first = next(rows, None)
+    if first is None:
+        raise _groups_error(path, None, "is empty; write a header row file,<attr1>,... and one row per file")
+    line, header = first[0], [c.strip() for c in first[1]]
+    if "file" not in header:
+        shown = ", ".join(repr(c) for c in header[:20])
+        raise _groups_error(path, line, f"has no 'file' column (it has: {shown}); make the header row "
+                            "file,<attr1>,<attr2>... with file the path relative to the folder")  # fmt: skip
+    attrs = [c for c in header if c != "file"]
+    if not attrs or any(not c for c in header) or len(set(header)) < len(header):
+        raise _groups_error(path, line, "needs a header row file,<attr1>,<attr2>... of distinct, non-empty names "
+                            f"(it has: {', '.join(repr(c) for c in header[:20])})")  # fmt: skip
+    return header, header.index("file")
+
+
+def folder_groups(root: Path, files: list[str], skipped: list[str] = (), what: str = "image"
+                  ) -> dict[str, np.ndarray]:  # fmt: skip
+    """``root/groups.csv`` -> {attr: str array [len(files)]}, in the order of ``files`` (the samples read, by
+    relative POSIX path); {} when the folder has none. ``skipped``: files dropped as unreadable (a row naming one
+    is an error that says so). Every file must have exactly one row; every mistake is a one-line UserError."""
+    path = root / GROUPS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path} ({e}); save it as UTF-8 CSV: file,<attr1>,... one row per file") \
+            from None  # fmt: skip
+    index = {rel: i for i, rel in enumerate(files)}
+    dropped, seen = set(skipped), {}
+    try:
+        rows = csv_rows(text)
+        header, i_file = _groups_header(path, rows)
+        values = {c: [""] * len(files) for c in header if c != "file"}
+        for line, row in rows:
+            if len(row) != len(header):
+                raise _groups_error(path, line, f"has {len(row)} fields and the header {len(header)}; give every row "
+                                    "one value per column (quote a value that holds a comma)")  # fmt: skip
+            rel = row[i_file].strip().replace("\\", "/").removeprefix("./")
+            if rel in seen:
+                raise _groups_error(path, line, f"names {rel!r} again (first on line {seen[rel]}); keep one row "
+                                    "per file")  # fmt: skip
+            seen[rel] = line
+            if rel not in index:
+                raise _groups_error(path, line, _not_a_sample(rel, files, dropped, what))
+            for column, cell in zip(header, row):
+                if column != "file":
+                    if not cell.strip():
+                        raise _groups_error(path, line, f"has no value for {column!r}; fill it in (every file needs "
+                                            "a value for every attribute)")  # fmt: skip
+                    values[column][index[rel]] = cell.strip()
+    except csv.Error as e:
+        raise _groups_error(path, None, f"is not valid CSV ({e}); fix the quoting") from None
+    missing = [rel for rel in files if rel not in seen]
+    if missing:
+        more = f" and {len(missing) - 1} more {what} files" if len(missing) > 1 else ""
+        raise _groups_error(path, None, f"has no row for {missing[0]!r}{more}; add one row per {what} file "
+                            f"({missing[0]},<attr1>,...)")  # fmt: skip
+    return {c: np.array(v, dtype=str) for c, v in values.items()}
+
+
+def _not_a_sample(rel: str, files: list[str], dropped: set[str], what: str) -> str:
+    """Why a groups.csv row naming ``rel`` names no sample, and the fix."""
+    if rel in dropped:
+        return (f"names {rel!r}, which was skipped when the folder was read (see the 'skipped' line); remove the "
+                "row or fix the file")  # fmt: skip
+    same = [f for f in files if f.rsplit("/", 1)[-1] == rel.rsplit("/", 1)[-1]]
+    hint = f" (did you mean {same[0]!r}?)" if len(same) == 1 else ""
+    return (f"names {rel!r}, which is not an {what} file of the folder{hint}; write each file's path relative to "
+            "the folder with forward slashes, or remove the row")  # fmt: skip
+
+
 def load_image_folder(
     path: str | os.PathLike,
     image_size: int | None = None,
@@ -243,6 +336,7 @@ def load_image_folder(
     :class:`UserError` with ``strict=True``. Results are cached under
     ``cache_dir()/folders/<key>`` and memory-mapped on later calls; the key covers the
     folder, every file's relative path, size and mtime, and all arguments but ``log``.
+    A ``groups.csv`` in the root gives ``split.groups`` (read at every load: see the module docstring).
     """
     name = str(path)
     root = Path(path).expanduser()
@@ -255,7 +349,7 @@ def load_image_folder(
     if not 0.0 <= float(test_fraction) < 1.0:
         raise UserError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     root = root.resolve()
-    files = list_files(root)
+    files = data_files(root)
     if not files:
         raise UserError(_no_images(name, 0))
 
@@ -274,8 +368,13 @@ def load_image_folder(
     if meta["skipped"]:
         log(_skipped_line(name, meta["skipped"], meta["total"], meta["skipped_examples"]))
     a = arrays
-    test = Split(a["test_x"], a["test_y"]) if a["test_x"] is not None else None
-    return Dataset(name, image_spec(a["train_x"]), Split(a["train_x"], a["train_y"]), test, list(meta["classes"]))
+    kept = meta["train_files"] + meta["test_files"]
+    groups = folder_groups(root, kept, meta["skipped_files"], "image")
+    n = len(meta["train_files"])
+    train = Split(a["train_x"], a["train_y"], groups={k: v[:n] for k, v in groups.items()})
+    test = Split(a["test_x"], a["test_y"], groups={k: v[n:] for k, v in groups.items()}) \
+        if a["test_x"] is not None else None  # fmt: skip
+    return Dataset(name, image_spec(a["train_x"]), train, test, list(meta["classes"]))
 
 
 def _no_images(name: str, unreadable: int) -> str:
@@ -333,6 +432,9 @@ def _decode_all(
         "classes": classes,
         "skipped": len(skipped),
         "skipped_examples": skipped[:3],
+        "skipped_files": skipped,
+        "train_files": [rels[i] for i in train],
+        "test_files": [rels[i] for i in test] if test is not None else [],
         "total": len(files),
         "arrays": [k for k, v in arrays.items() if v is not None],
     }

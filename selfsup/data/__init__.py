@@ -54,7 +54,7 @@ def load_dataset(name: str, image_size: int | None = None, limit: int | None = N
 
     Groups (``split.groups``, per-sample attributes for ``selfsup audit``): ``group_columns`` of a CSV / TSV /
     JSONL table (text or sequences; ignored, with one log line, by other data), a ``groups.csv`` in an image or
-    audio folder (``selfsup.data.groups``), or a named set's own (synth-speech: speaker, accent, voice).
+    audio folder (``selfsup.data.folder.folder_groups``), or a named set's own (synth-speech: speaker, accent, voice).
 
     ``limit`` keeps the first N training samples (the spec's statistics are those of the kept ones)."""
     group_columns = list(group_columns or [])

@@ -14,6 +14,12 @@ the step of the re-plan; ``--config RUN/config.yaml`` repeats the run exactly.
 Determinism: the batch order depends only on (seed, epoch) and the views' random numbers only on
 (seed, step, rank, micro-batch), so a resumed run needs nothing but the weights, the optimizer state
 and the step to continue exactly where an uninterrupted run would be.
+
+Groups (``selfsup.data.groups``): ``data.pretrain_groups`` resamples the loaded training split to the given
+shares of one attribute at its own size, seeded by ``train.seed``, before the data is prepared (a resumed run
+reads the same fields from config.yaml and resamples the same way); ``data.balance_by`` makes each epoch's
+batch order a seeded draw with replacement (``torch.multinomial``) weighted so that every value of the
+attribute is drawn equally often, in place of the permutation.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from selfsup import distributed as D
 from selfsup import runs
 from selfsup.config import RunConfig, parse_budget, resolve
 from selfsup.data import load_configured, prepare
+from selfsup.data.groups import balanced_weights, check_groups, parse_group_shares, resample_split
 from selfsup.errors import TrainingDiverged, UserError
 from selfsup.fmt import fmt_duration
 from selfsup.methods import build_method, eval_encoder_name, metric_floats
@@ -52,6 +59,7 @@ MIN_USEFUL_STEPS = 50  # a budget that buys fewer steps than this says so
 REPLAN_SHARE = 0.25  # a duration budget is re-planned at this share of its first plan ...
 REPLAN_MIN_STEPS = 8  # ... when that is at least this many steps
 PREPARE_TAG = -1  # seeds method.prepare's generator with (seed, -1): no step's views use it
+GROUPS_TAG = -2  # seeds data.pretrain_groups' resampling with (seed, -2)
 
 
 @dataclass
@@ -102,6 +110,7 @@ class Trainer:
             self.data = x.to(device) if keep_on_device else x
             self.lengths = None if split.lengths is None else torch.from_numpy(np.array(split.lengths)).to(device)
         self._perm_cache: tuple[int, torch.Tensor] | None = None
+        self._weights = self._balance_weights(split)  # [N] float64, or None: a permutation per epoch
 
         self.start_step = 0
         self.cost = {"wall_s": 0.0, "calibration_s": 0.0, "steps": 0, "samples": 0, "peak_memory_bytes": 0,
@@ -123,6 +132,22 @@ class Trainer:
         if self.rank == 0:
             self.log(text)
 
+    def _balance_weights(self, split) -> torch.Tensor | None:
+        """``data.balance_by``'s sampling weights [N] over the split the run trains on (one over the count of each
+        sample's value), or None."""
+        attr = self.cfg.data.balance_by
+        if attr is None:
+            return None
+        if attr not in split.groups:
+            raise UserError(f"--balance-by {attr}: the {len(split)} rows {self.cfg.method.name} pretrains on are made "
+                            f"from the data (e.g. packed token windows) and carry no {attr}; leave --balance-by out "
+                            "for this data")  # fmt: skip
+        check_groups(split, attr, "--balance-by")
+        values, counts = np.unique(np.asarray(split.groups[attr]).astype(str), return_counts=True)
+        self._say(f"balance_by: {attr} ({len(values)} values, {counts.min()} to {counts.max()} samples each), "
+                  "each value drawn equally often (with replacement)")  # fmt: skip
+        return torch.from_numpy(balanced_weights(split.groups[attr]))
+
     def _load_checkpoint(self) -> None:
         ckpt = runs.latest_checkpoint(self.run_dir)
         try:
@@ -140,11 +165,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _indices(self, step: int) -> torch.Tensor:
-        """This rank's sample indices for ``step``: [world * accumulate * micro] -> this rank's share."""
+        """This rank's sample indices for ``step``: [world * accumulate * micro] -> this rank's share. An epoch's
+        order is a seeded permutation, or with ``data.balance_by`` a seeded weighted draw of N with replacement."""
         epoch, pos = divmod(step, self.steps_per_epoch)
         if self._perm_cache is None or self._perm_cache[0] != epoch:
             g = torch.Generator().manual_seed(_seed_for(self.cfg.train.seed, epoch))
-            self._perm_cache = (epoch, torch.randperm(self.n, generator=g))
+            order = torch.randperm(self.n, generator=g) if self._weights is None else torch.multinomial(
+                self._weights, self.n, replacement=True, generator=g)  # fmt: skip
+            self._perm_cache = (epoch, order)  # [N]
         bs = self.cfg.train.batch_size
         idx = self._perm_cache[1][pos * bs : (pos + 1) * bs]
         share = bs // self.world
@@ -408,10 +436,41 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
                         "or choose another --out")  # fmt: skip
 
 
+def _check_group_fields(data) -> None:
+    """``data.pretrain_groups`` and ``data.balance_by`` well formed, before anything is loaded."""
+    if data.pretrain_groups is not None:
+        parse_group_shares(data.pretrain_groups)
+    attr = data.balance_by
+    if attr is not None and (not isinstance(attr, str) or not attr.strip() or any(c in attr for c in "=:,")):
+        raise UserError(f"--balance-by {attr!r}: name one group attribute (e.g. --balance-by accent)")
+
+
+def _check_balance_by(ds, attr: str | None) -> None:
+    """``data.balance_by`` names a group of the loaded data, and the data keeps its groups through preparation
+    (text and sequences are pretrained as token windows made from the documents: they keep none)."""
+    if attr is None:
+        return
+    kind = ds.spec.kind
+    if kind in ("text", "sequence"):
+        raise UserError(f"--balance-by {attr}: {kind} data is pretrained as token windows made from its documents, "
+                        f"which carry no groups; leave --balance-by out for {kind} data")  # fmt: skip
+    check_groups(ds.train, attr, "--balance-by")
+
+
+def _resample_groups(ds, cfg: RunConfig, say):
+    """``ds`` with its training split resampled to ``data.pretrain_groups`` (seeded by train.seed), saying so."""
+    if cfg.data.pretrain_groups is None:
+        return ds
+    train, line = resample_split(ds.train, cfg.data.pretrain_groups, _seed_for(cfg.train.seed, GROUPS_TAG))
+    say(line)
+    return dataclasses.replace(ds, train=train)
+
+
 def pretrain(cfg: RunConfig, resume: bool = False, log=print) -> Run:
     """Resolve ``cfg`` against its data and this device, then train; ``resume`` continues the run in ``cfg.out``
     (a finished run is left untouched)."""
     cfg.validate()
+    _check_group_fields(cfg.data)
     device = D.local_device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"train.device={cfg.train.device!r} but CUDA is not available here; use --device cpu")
@@ -423,6 +482,8 @@ def pretrain(cfg: RunConfig, resume: bool = False, log=print) -> Run:
         return Run(run_dir, cfg)
     _check_run_dir(run_dir, resume)
     ds = load_configured(cfg.data, cfg.data.limit, log=say)
+    _check_balance_by(ds, cfg.data.balance_by)
+    ds = _resample_groups(ds, cfg, say)
     ds = prepare.for_pretraining(ds, cfg, METHODS.get(cfg.method.name), run_dir, device.type, resume, say)
     notes: list[str] = []
     resolved = resolve(cfg, ds, device.type, D.world_size(), notes)

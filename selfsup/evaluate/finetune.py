@@ -144,10 +144,20 @@ def _probe_head(model: Classifier, x_all, y_all: Tensor, len_all: Tensor | None,
     model.train()
 
 
+def _weights(sample_weights, n: int) -> Tensor:
+    """``sample_weights`` as a float64 tensor [n], checked: one finite non-negative weight per sample, not all 0."""
+    w = torch.as_tensor(np.asarray(sample_weights, dtype=np.float64))
+    if w.shape != (n,) or not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not float(w.sum()) > 0:
+        raise ValueError(f"sample_weights must be {n} finite non-negative weights, not all zero (got shape "
+                         f"{tuple(w.shape)})")  # fmt: skip
+    return w
+
+
 def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment: Callable | None = None, *,
              epochs: int = 10, lr: float = 3e-3, weight_decay: float = 0.05, layer_decay: float = 1.0,
              batch_size: int = 64, min_steps: int = 100, max_steps: int | None = None, seed: int = 0,
-             device: str = "auto", log=None, lengths=None, probe_first: bool = False) -> Classifier:  # fmt: skip
+             device: str = "auto", log=None, lengths=None, probe_first: bool = False,
+             sample_weights: np.ndarray | None = None) -> Classifier:  # fmt: skip
     """Fine-tune a deep copy of ``encoder`` with ``task``'s head and loss; ``encoder`` itself is left untouched.
 
     train_x: samples [N, ...] (array or tensor; or a ragged container such as audio ``Waveforms``), ``lengths`` [N]
@@ -156,11 +166,14 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
     modality's training augmentation. Steps: ``epochs`` passes over the N samples at ``batch_size``, at
     least ``min_steps`` (so a 1%-label subset still trains) and at most ``max_steps`` (None: no cap).
     ``probe_first``: LP-FT, the head fit on the frozen features first (a linear head only).
+    ``sample_weights`` [N] (non-negative, e.g. ``selfsup.data.groups.balanced_weights``): each epoch's N samples are
+    drawn with replacement by these weights (seeded as the permutations are) instead of a permutation.
     Returns the model in eval mode, on ``device``.
     """
     dev = local_device(device)
     data = _Batches(train_x, train_y, lengths, dev)
     n = data.n
+    weights = None if sample_weights is None else _weights(sample_weights, n)  # [N] float64
     bs = min(batch_size, max(2, n))  # BatchNorm needs two samples; tiny subsets repeat across the batch
     steps = max(min_steps, epochs * math.ceil(n / bs))
     steps = min(steps, max_steps) if max_steps else steps
@@ -179,8 +192,10 @@ def finetune(encoder: Encoder, train_x, train_y, task, num_outputs: int, augment
         order = torch.empty(0, dtype=torch.long)
         warmup, start, shown = int(WARMUP * steps), time.perf_counter(), 0
         for step in range(steps):
-            while len(order) < bs:  # a stream of seeded permutations, epoch after epoch
-                order = torch.cat([order, torch.randperm(n, generator=g_cpu)])
+            while len(order) < bs:  # a stream of seeded permutations (or weighted draws), epoch after epoch
+                epoch = torch.randperm(n, generator=g_cpu) if weights is None else torch.multinomial(
+                    weights, n, replacement=True, generator=g_cpu)  # fmt: skip
+                order = torch.cat([order, epoch])
             idx, order = order[:bs], order[bs:]
             with torch.no_grad():
                 xb, lb, yb = data(idx)

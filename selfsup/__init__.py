@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from selfsup.api import Run, build_config, compare, evaluate, generate, load_encoder, pretrain  # noqa: E402
+from selfsup.api import Run, audit, build_config, compare, evaluate, generate, load_encoder, pretrain  # noqa: E402
 
-__all__ = ["Run", "build_config", "compare", "evaluate", "generate", "load_encoder", "pretrain", "__version__"]
+__all__ = ["Run", "audit", "build_config", "compare", "evaluate", "generate", "load_encoder", "pretrain", "__version__"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from selfsup.compare import compare
 from selfsup.config import RunConfig, load_yaml, set_field
 from selfsup.evaluate import evaluate
+from selfsup.evaluate.audit import audit
 from selfsup.generate import generate
 from selfsup.runs import load_config, load_encoder
 from selfsup.train import Run
@@ -60,4 +61,4 @@ def pretrain(config: str | Path | None = None, resume: str | Path | None = None,
     return _pretrain(cfg, log=log)
 
 
-__all__ = ["pretrain", "evaluate", "compare", "generate", "load_encoder", "build_config", "Run"]
+__all__ = ["pretrain", "evaluate", "audit", "compare", "generate", "load_encoder", "build_config", "Run"]

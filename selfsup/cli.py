@@ -60,6 +60,16 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
                    help="eval fields, e.g. knn_k=20, val_fraction=0.2, finetune_epochs=3, finetune_layer_decay=0.75")
 
 
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    _eval_args(p)
+    p.add_argument("--group", required=True, metavar="ATTR",
+                   help="the group attribute to break results down by (synth-speech: speaker, accent, voice; a "
+                        "CSV column; a folder's groups.csv column)")
+    p.add_argument("--min-group-size", type=int,
+                   help="groups with fewer test samples are reported as too small (default 20)")
+    p.add_argument("--bootstrap", type=int, help="bootstrap resamples for the 95%% intervals (default 500)")
+
+
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="fashion-mnist", help="as for pretrain (default fashion-mnist)")
     p.add_argument("--pretrain-data", help="pretrain every method on this data and score on --data (e.g. "
@@ -100,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     _pretrain_args(sub.add_parser("pretrain", help="pretrain an encoder with a pretext task"))
     _eval_args(sub.add_parser("eval", help="evaluate a run: kNN, linear probe, fine-tuning at label fractions"))
+    _audit_args(sub.add_parser("audit", help="evaluate a run by group: per-group metrics with intervals, gaps, "
+                                             "and what the features leak about the group"))
     _compare_args(sub.add_parser("compare", help="pretrain several methods on the same data and budget, rank them"))
     _generate_args(sub.add_parser("generate", help="continue a prompt with a causal (gpt) run"))
     lst = sub.add_parser("list", help="what exists: methods, encoders, datasets, tasks, protocols")
@@ -184,6 +196,17 @@ def _cmd_eval(a) -> None:
                  plot=True if a.plot else None, task=a.task, **limits, **_kv(a.set))  # fmt: skip
 
 
+def _cmd_audit(a) -> None:
+    from selfsup.evaluate.audit import audit
+
+    if a.plot:
+        raise UserError("selfsup audit always writes its chart and report.html; leave out --plot")
+    extra = {k: v for k, v in (("train_limit", a.train_limit), ("test_limit", a.test_limit), ("data", a.data),
+                               ("min_group_size", a.min_group_size), ("bootstrap", a.bootstrap)) if v is not None}
+    audit(a.run, group=a.group, protocol=a.protocol, labels=a.labels, baselines=False if a.no_baselines else None,
+          task=a.task, **extra, **_kv(a.set))  # fmt: skip
+
+
 def _cmd_compare(a) -> None:
     from selfsup.compare import SHARED_FLAGS, compare
 
@@ -238,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_pretrain(a)
         elif a.command == "eval":
             _cmd_eval(a)
+        elif a.command == "audit":
+            _cmd_audit(a)
         elif a.command == "compare":
             _cmd_compare(a)
         elif a.command == "list":

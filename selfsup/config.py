@@ -186,7 +186,8 @@ class EvalConfig:
     # audit (selfsup/evaluate/audit.py): metrics per group of data.groups[group]
     group: str | None = None  # the attribute the audit breaks results down by (e.g. accent)
     min_group_size: int = 20  # a group with fewer test samples is reported as too small, not as a number
-    bootstrap: int = 1000  # bootstrap resamples of the test samples for the 95% intervals
+    bootstrap: int = 500  # bootstrap resamples of the test samples (verify: trials) for the 95% intervals
+    audit_trials: int = 1000  # verify: same-speaker trials per group (and as many impostor trials) in the audit
     ctc_batch_size: int = 32
     verify_trials: int = 20000  # verify: at most this many same-speaker trials per half (and as many different)
     plot: bool = False  # write label_efficiency.png, embedding.png and report.html into the run
@@ -203,7 +204,7 @@ class EvalConfig:
 
     def validate(self) -> EvalConfig:
         positive = ("knn_k", "batch_size", "finetune_epochs", "finetune_batch_size", "embedding_points", "windows",
-                    "ctc_batch_size", "verify_trials", "min_group_size", "bootstrap")  # fmt: skip
+                    "ctc_batch_size", "verify_trials", "min_group_size", "bootstrap", "audit_trials")  # fmt: skip
         for key in ("ctc_lrs", "ctc_weight_decays", "ctc_epochs"):
             values = getattr(self, key)
             if not values or any(v < 0 for v in values) or (key != "ctc_weight_decays" and any(v <= 0 for v in values)):

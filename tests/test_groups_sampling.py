@@ -97,11 +97,12 @@ def test_balance_by_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--balance-by accent: this data has no groups" in err, err
     assert "--group-column accent" in err and "groups.csv" in err
-    text = tmp_path / "docs.txt"
-    text.write_text("".join(f"document number {i} about nothing much\n" for i in range(40)))
-    assert main(["pretrain", "--data", str(text), "--method", "mlm", "--balance-by", "topic", "--out", out]) == 2
+    table = tmp_path / "docs.csv"  # packed causal rows mix documents: they carry no groups
+    table.write_text("text,topic\n" + "".join(f"document number {i} about nothing much,t{i % 2}\n" for i in range(40)))
+    args = ["--data", str(table), "--group-column", "topic", "--balance-by", "topic", "--out", out, "--device", "cpu"]
+    assert main(["pretrain", "--method", "gpt", "--budget", "1steps", *args]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "token windows" in err and "leave --balance-by out" in err, err
+    assert err.count("\n") == 1 and "packed token windows" in err and "leave --balance-by out" in err, err
     assert main(["pretrain", "--data", "digits", "--pretrain-groups", "accent=x:0.1", "--out", out]) == 2
     assert "--pretrain-groups accent: this data has no groups" in capsys.readouterr().err
 

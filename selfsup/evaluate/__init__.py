@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -279,13 +280,17 @@ def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts
     return feats
 
 
-def _frozen_rows(task, protocol, feats, ys, subsets, num_outputs, ev, log, clock) -> list[dict]:
+def _frozen_rows(task, protocol, feats, ys, subsets, num_outputs, ev, log, clock, keep=None) -> list[dict]:
+    """Rows of a frozen protocol; ``keep`` (a dict) receives the test outcome per (protocol, labels, encoder)."""
     rows, t0 = [], time.perf_counter()
     for frac, idx in subsets.items():
         for name, f in feats.items():
             sets = {s: (f[s], ys[s]) for s in SPLITS}
             train = (_subset(f["pool"], idx), _subset(ys["pool"], idx))
-            scores, chosen = task.frozen(protocol, train, sets, num_outputs, ev)
+            kept: dict = {}
+            scores, chosen = task.frozen(protocol, train, sets, num_outputs, ev, keep=kept)
+            if keep is not None:
+                keep[(protocol, frac, name)] = kept["test"]
             for split in SPLITS:
                 rows += _rows(task, protocol, frac, name, split, scores[split], chosen)
     spent = time.perf_counter() - t0
@@ -319,8 +324,22 @@ def _rows(task, protocol, frac, encoder, split, value, chosen=None) -> list[dict
     return out
 
 
-def _finetune_rows(task, encoders, pool, subsets, evals, num_outputs, spec, ev, device, log, clock) -> list[dict]:
-    """Rows of fine-tuning; on the random-init encoder it is supervised training from scratch."""
+def _balanced(split, attr: str | None, log):
+    """``data.balance_by``'s sampling weights for fine-tuning on ``split`` (None: not asked, or data without it)."""
+    if attr is None:
+        return None
+    if attr not in split.groups:
+        log(f"finetune: the run was pretrained with --balance-by {attr}, which this data lacks; plain sampling")
+        return None
+    from selfsup.data.groups import balanced_weights
+
+    return balanced_weights(split.groups[attr])
+
+
+def _finetune_rows(task, encoders, pool, subsets, evals, num_outputs, spec, ev, device, log, clock, keep=None,
+                   balance_by: str | None = None) -> list[dict]:  # fmt: skip
+    """Rows of fine-tuning; on the random-init encoder it is supervised training from scratch. ``keep`` as for
+    ``_frozen_rows``; ``balance_by``: batches drawn with each value of that group equally often."""
     from selfsup.report.plots import encoder_label
 
     kw = dict(epochs=ev.finetune_epochs, lr=ev.finetune_lr, weight_decay=ev.finetune_weight_decay,
@@ -334,14 +353,117 @@ def _finetune_rows(task, encoders, pool, subsets, evals, num_outputs, spec, ev, 
             log(f"finetune: {encoder_label(shown)} at {100 * frac:g}% labels ...")
             t0 = time.perf_counter()
             sub = pool.take(idx)
+            weights = _balanced(sub, balance_by, log)
             model = finetune(enc, sub.x, sub.y, task, num_outputs, finetune_augment(spec), lengths=sub.lengths,
-                             **kw)  # fmt: skip
+                             sample_weights=weights, **kw)  # fmt: skip
             for split in SPLITS:
                 x, y, lengths = evals[split]
-                score = task.score(predict(model, x, lengths=lengths), y)
-                rows += _rows(task, "finetune", frac, shown, split, score)
+                pred = predict(model, x, lengths=lengths)
+                rows += _rows(task, "finetune", frac, shown, split, task.score(pred, y))
+                if keep is not None and split == "test":
+                    keep[("finetune", frac, shown)] = task.outcome(pred, y)
             clock.add("finetune", time.perf_counter() - t0)
     return rows
+
+
+@dataclass
+class Session:
+    """What an evaluation of a run reads, set up once (``open_session``): its config, task, data, the carved splits
+    (``splits`` {"pool", "val", "test"}, ``subsets`` {label fraction: positions in the pool}), the raw documents of
+    text and sequences (``texts``) and the encoders (``pretrained``, and ``random_init`` with baselines)."""
+
+    run: Path
+    cfg: RunConfig
+    ev: EvalConfig
+    task: object
+    data: object  # the DataConfig the scored data was loaded with
+    raw: object  # the dataset as loaded
+    ds: object  # ... and prepared for the run's encoder
+    carved: object
+    texts: dict | None
+    ys: dict
+    encoders: dict
+    device: str
+    num_outputs: int
+
+    @property
+    def splits(self) -> dict:
+        return self.carved.splits
+
+    @property
+    def subsets(self) -> dict:
+        return self.carved.subsets
+
+
+def open_session(run_path, protocol=None, labels=None, baselines=None, plot=None, task=None, log=print,
+                 data_config=None, **overrides) -> Session:  # fmt: skip
+    """Load the run's config, the data (``data_config``: a DataConfig to load instead of the one ``eval.data``
+    names) and encoders, and carve validation as the task says."""
+    cfg, ev = _eval_config(run_path, protocol, labels, baselines, plot, task, overrides)
+    t = TASKS.get(ev.task)()
+    run_spec = spec_from_dict(read_encoder_json(run_path)["spec"])
+    data_cfg = data_config or _eval_data(cfg, ev, run_spec)
+    raw = load_configured(data_cfg, log=log)
+    ds = prepare.for_evaluation(raw, run_path, run_spec, log, ev.windows)
+    _check_fits(ds.spec, run_spec, data_cfg.name, run_path)
+    train, test = t.splits(data_cfg, ds, log)  # the data the task is scored on; a one-line error if it does not fit
+    num_outputs = t.num_outputs(ds)
+    train = train if ev.train_limit is None else train.head(ev.train_limit)
+    test = test if ev.test_limit is None else test.head(ev.test_limit)
+    carved = t.carve(train, test, ev)  # validation carved as the task requires; label fractions of the pool
+    texts = None  # text, sequences: the raw-input baseline reads the documents themselves (TF-IDF, k-mer counts)
+    if raw.spec.kind in ("text", "sequence") and ev.baselines:
+        texts = {k: getattr(raw, src).x[idx] for k, (src, idx) in carved.index.items()}
+    ys = {k: _labels(s.y) for k, s in carved.splits.items()}
+    log(f"evaluating {run_path}: {carved.note}; task {t.name}, protocols {', '.join(ev.protocols)}")
+    encoders = {"pretrained": load_encoder(run_path)}
+    if ev.baselines:
+        encoders["random_init"] = load_encoder(run_path, random_init=True)
+    device = t.device = cfg.train.device  # where a task trains its own heads (ctc's linear CTC heads)
+    return Session(Path(run_path), cfg, ev, t, data_cfg, raw, ds, carved, texts, ys, encoders, device, num_outputs)
+
+
+def estimate_seconds(s: Session, log) -> dict[str, float]:
+    estimate = _estimate(s.task, s.encoders, s.splits, s.subsets, s.ev, s.device, s.num_outputs, s.texts,
+                         s.raw.spec.kind)  # fmt: skip
+    parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
+    log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
+    return estimate
+
+
+def frozen_features(s: Session, log, clock, always: bool = False) -> dict:
+    """{encoder: {split: features}} where a frozen protocol (or ``always``) needs them."""
+    if not always and not any(PROTOCOLS.get(p).frozen for p in s.ev.protocols):
+        return {}
+    return _frozen_features(s.task, s.encoders, s.splits, s.ds.spec, s.ev, s.device, log, clock, s.texts,
+                            s.raw.spec.kind)  # fmt: skip
+
+
+def score_rows(s: Session, feats: dict, log, clock, keep: dict | None = None) -> list[dict]:
+    """Every protocol's rows (eval.json's); ``keep`` receives each test outcome by (protocol, labels, encoder)."""
+    ev, t = s.ev, s.task
+    evals = {k: (s.splits[k].x, s.ys[k], s.splits[k].lengths) for k in SPLITS}
+    balance = s.cfg.data.balance_by
+    rows = []
+    for proto in ev.protocols:
+        if PROTOCOLS.get(proto).frozen:
+            rows += _frozen_rows(t, proto, feats, s.ys, s.subsets, s.num_outputs, ev, log, clock, keep)
+        else:
+            rows += _finetune_rows(t, s.encoders, s.splits["pool"], s.subsets, evals, s.num_outputs, s.ds.spec, ev,
+                                   s.device, log, clock, keep, balance)  # fmt: skip
+    if ev.plot and ev.baselines and "finetune" not in ev.protocols:
+        scratch = {"random_init": s.encoders["random_init"]}
+        rows += _finetune_rows(t, scratch, s.splits["pool"], s.subsets, evals, s.num_outputs, s.ds.spec, ev, s.device,
+                               log, clock, None, balance)  # fmt: skip
+    return rows
+
+
+def write_cost(s: Session, clock, estimate: dict, name: str = "eval_cost.json") -> None:
+    from selfsup.distributed import local_device
+
+    cost = {"wall_s": round(clock.total(), 2), "phases": clock.phases, "device": str(local_device(s.device)),
+            "estimate_s": {k: round(v, 1) for k, v in estimate.items()}, "samples": s.carved.sizes}  # fmt: skip
+    atomic_write_text(s.run / name, json.dumps(cost, indent=1))
 
 
 def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labels=None, baselines: bool | None = None,
@@ -354,65 +476,22 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     fields (``train_limit=``, ``knn_k=``, ...).
     """
     clock = _Clock()
-    cfg, ev = _eval_config(run_path, protocol, labels, baselines, plot, task, overrides)
-    t = TASKS.get(ev.task)()
-    run_spec = spec_from_dict(read_encoder_json(run_path)["spec"])
-    data_cfg = _eval_data(cfg, ev, run_spec)
-    raw = load_configured(data_cfg, log=log)
-    ds = prepare.for_evaluation(raw, run_path, run_spec, log, ev.windows)
-    _check_fits(ds.spec, run_spec, data_cfg.name, run_path)
-    train, test = t.splits(data_cfg, ds, log)  # the data the task is scored on; a one-line error if it does not fit
-    num_outputs = t.num_outputs(ds)
-    train = train if ev.train_limit is None else train.head(ev.train_limit)
-    test = test if ev.test_limit is None else test.head(ev.test_limit)
-    carved = t.carve(train, test, ev)  # validation carved as the task requires; label fractions of the pool
-    splits, subsets = carved.splits, carved.subsets
-    texts = None  # text, sequences: the raw-input baseline reads the documents themselves (TF-IDF, k-mer counts)
-    if raw.spec.kind in ("text", "sequence") and ev.baselines:
-        texts = {k: getattr(raw, src).x[idx] for k, (src, idx) in carved.index.items()}
-    ys = {k: _labels(s.y) for k, s in splits.items()}
-    log(f"evaluating {run_path}: {carved.note}; task {t.name}, protocols {', '.join(ev.protocols)}")
-
-    encoders = {"pretrained": load_encoder(run_path)}
-    if ev.baselines:
-        encoders["random_init"] = load_encoder(run_path, random_init=True)
-    device = t.device = cfg.train.device  # where a task trains its own heads (ctc's linear CTC heads)
-    estimate = _estimate(t, encoders, splits, subsets, ev, device, num_outputs, texts, raw.spec.kind)
-    parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
-    log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
-    frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
-    feats = {}
-    if frozen:
-        feats = _frozen_features(t, encoders, splits, ds.spec, ev, device, log, clock, texts, raw.spec.kind)
-    rows = []
-    for proto in ev.protocols:
-        if PROTOCOLS.get(proto).frozen:
-            rows += _frozen_rows(t, proto, feats, ys, subsets, num_outputs, ev, log, clock)
-        else:
-            evals = {s: (splits[s].x, ys[s], splits[s].lengths) for s in SPLITS}
-            rows += _finetune_rows(t, encoders, splits["pool"], subsets, evals, num_outputs, ds.spec, ev, device, log,
-                                   clock)  # fmt: skip
-    if ev.plot and ev.baselines and "finetune" not in ev.protocols:
-        evals = {s: (splits[s].x, ys[s], splits[s].lengths) for s in SPLITS}
-        scratch = {"random_init": encoders["random_init"]}
-        rows += _finetune_rows(t, scratch, splits["pool"], subsets, evals, num_outputs, ds.spec, ev, device, log, clock)
-    run = Path(run_path)
-    atomic_write_text(run / "eval.json", json.dumps(rows, indent=1))
+    s = open_session(run_path, protocol, labels, baselines, plot, task, log, **overrides)
+    estimate = estimate_seconds(s, log)
+    feats = frozen_features(s, log, clock)
+    rows = score_rows(s, feats, log, clock)
+    atomic_write_text(s.run / "eval.json", json.dumps(rows, indent=1))
     log(format_table(rows))
-    log(f"wrote {run / 'eval.json'}")
-    if ev.plot:
+    log(f"wrote {s.run / 'eval.json'}")
+    if s.ev.plot:
         from selfsup.report.evaluation import write_eval_report
 
         t0 = time.perf_counter()
         test_f = feats["pretrained"]["test"] if "pretrained" in feats else None
-        paths = write_eval_report(run, cfg, ds, rows, encoders["pretrained"], splits["test"], test_f, log)
+        paths = write_eval_report(s.run, s.cfg, s.ds, rows, s.encoders["pretrained"], s.splits["test"], test_f, log)
         clock.add("report", time.perf_counter() - t0)
         log(f"wrote {', '.join(str(p) for p in paths)}")
-    from selfsup.distributed import local_device
-
-    cost = {"wall_s": round(clock.total(), 2), "phases": clock.phases, "device": str(local_device(device)),
-            "estimate_s": {k: round(v, 1) for k, v in estimate.items()}, "samples": carved.sizes}  # fmt: skip
-    atomic_write_text(run / "eval_cost.json", json.dumps(cost, indent=1))
+    write_cost(s, clock, estimate)
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in clock.phases.items())
     log(f"evaluation took {fmt_duration(clock.total())} ({parts})")
     return rows

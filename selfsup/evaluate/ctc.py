@@ -36,7 +36,7 @@ from selfsup.data.audio import CHARS, CTC_CLASSES, transcript_text
 from selfsup.errors import UserError
 from selfsup.evaluate.features import TokenFeatures
 from selfsup.evaluate.speech_data import audio_folder, speaker_validation
-from selfsup.evaluate.tasks import Carve
+from selfsup.evaluate.tasks import Carve, GroupRows, group_sizes
 from selfsup.registry import TASKS
 
 STACK = 4  # log-mel frames per token of the raw-input baseline: the speech encoder's subsampling
@@ -75,13 +75,28 @@ def edit_distance(a, b) -> int:
     return int(prev[-1])
 
 
+def error_counts(hypotheses: list[str], references: list[str]) -> dict[str, np.ndarray]:
+    """Per utterance: character and word edit distances and the reference's characters and words (int64 [N])."""
+    pairs = list(zip(hypotheses, references))
+    count = lambda f: np.array([f(h, r) for h, r in pairs], dtype=np.int64).reshape(-1)  # noqa: E731
+    return {"char_errors": count(edit_distance), "chars": count(lambda h, r: len(r)),
+            "word_errors": count(lambda h, r: edit_distance(h.split(), r.split())),
+            "words": count(lambda h, r: len(r.split()))}  # fmt: skip
+
+
+def rate(errors, length) -> float:
+    """Errors summed over utterances / reference units summed (NaN for no utterance)."""
+    errors, length = np.asarray(errors), np.asarray(length)
+    return float(errors.sum() / max(1, length.sum())) if len(errors) else float("nan")
+
+
+def rates_of(counts: dict[str, np.ndarray]) -> dict[str, float]:
+    return {"cer": rate(counts["char_errors"], counts["chars"]), "wer": rate(counts["word_errors"], counts["words"])}
+
+
 def error_rates(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     """Corpus CER and WER: edit distances summed over the pairs / the references' characters (words)."""
-    chars = sum(len(r) for r in references)
-    words = sum(len(r.split()) for r in references)
-    ce = sum(edit_distance(h, r) for h, r in zip(hypotheses, references))
-    we = sum(edit_distance(h.split(), r.split()) for h, r in zip(hypotheses, references))
-    return {"cer": ce / max(1, chars), "wer": we / max(1, words)}
+    return rates_of(error_counts(hypotheses, references))
 
 
 def texts(y: SequenceLabels) -> list[str]:
@@ -272,9 +287,10 @@ class CTC:
     def raw_features(self, split, spec) -> TokenFeatures:
         return logmel_tokens(split.x, spec)
 
-    def frozen(self, protocol: str, train, eval_sets: dict, num_outputs: int, ev) -> tuple[dict, dict]:
+    def frozen(self, protocol: str, train, eval_sets: dict, num_outputs: int, ev, keep: dict | None = None
+               ) -> tuple[dict, dict]:  # fmt: skip
         """``linear``: CTC heads on the frozen standardized tokens, lr / L2 / epochs chosen on ``eval_sets["val"]``
-        -> ({split: {"cer", "wer"}}, {"lr", "l2", "epochs"})."""
+        -> ({split: {"cer", "wer"}}, {"lr", "l2", "epochs"}); ``keep`` receives each split's ``error_counts``."""
         if protocol != "linear":
             raise ValueError(f"ctc has no frozen protocol {protocol!r}")
         train_f, train_y = train
@@ -288,8 +304,10 @@ class CTC:
         (w, b), chosen, _ = fit_ctc_heads(norm(train_f), train_y, norm(val_f), val_y, **grid)
         scores = {}
         for split, (f, y) in eval_sets.items():
-            hyps = _decode_all(w.T, b, 1, norm(f))[0]
-            scores[split] = error_rates(hyps, texts(y))
+            counts = error_counts(_decode_all(w.T, b, 1, norm(f))[0], texts(y))
+            scores[split] = rates_of(counts)
+            if keep is not None:
+                keep[split] = counts
         return scores, chosen
 
     def head(self, dim: int, num_outputs: int, generator: torch.Generator | None = None) -> nn.Module:
@@ -305,8 +323,18 @@ class CTC:
 
     def score(self, predictions: list[Tensor], y: SequenceLabels) -> dict[str, float]:
         """predictions: each utterance's logits [T_i, C] -> {"cer", "wer"} of the greedy transcripts."""
-        return error_rates([transcript_text(greedy_decode(p)) for p in predictions], texts(y))
+        return rates_of(self.outcome(predictions, y))
+
+    def outcome(self, predictions: list[Tensor], y: SequenceLabels) -> dict[str, np.ndarray]:
+        """Fine-tuning's logits -> each utterance's ``error_counts``."""
+        return error_counts([transcript_text(greedy_decode(p)) for p in predictions], texts(y))
+
+    def by_group(self, outcome: dict, groups: np.ndarray, metric: str, ev) -> GroupRows:
+        """CER (WER) per group: one row per utterance, y_true its reference's characters (words), y_pred its edit
+        distance; a group's rate is its errors summed / its reference length summed."""
+        errors, length = ("char_errors", "chars") if metric == "cer" else ("word_errors", "words")
+        return GroupRows(outcome[length], outcome[errors], np.asarray(groups).astype(str), rate, group_sizes(groups))
 
 
-__all__ = ["CHARS", "CTC", "CTCHead", "ctc_loss", "edit_distance", "error_rates", "fit_ctc_heads", "greedy_decode",
-           "logmel_tokens"]  # fmt: skip
+__all__ = ["CHARS", "CTC", "CTCHead", "ctc_loss", "edit_distance", "error_counts", "error_rates", "fit_ctc_heads",
+           "greedy_decode", "logmel_tokens", "rate", "rates_of"]  # fmt: skip

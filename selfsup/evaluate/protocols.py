@@ -126,9 +126,13 @@ def linear_head(train_f: Tensor, train_y: Tensor, num_classes: int, wd: float, i
     return scaled.T.contiguous(), w[-1] - mu @ scaled
 
 
+def accuracy(pred: Tensor, y: Tensor) -> float:
+    return (pred == y).float().mean().item()
+
+
 def linear_probe(train_f: Tensor, train_y: Tensor, eval_sets: dict[str, tuple[Tensor, Tensor]], num_classes: int,
-                 weight_decays=WEIGHT_DECAYS, iters: int = 100, select_on: str = "val"
-                 ) -> tuple[dict[str, float], float]:  # fmt: skip
+                 weight_decays=WEIGHT_DECAYS, iters: int = 100, select_on: str = "val", score=accuracy,
+                 predictions: dict | None = None) -> tuple[dict[str, float], float]:  # fmt: skip
     """A linear classifier on frozen features standardized with the training subset's statistics.
 
     One classifier per L2 strength is fit on the training subset, strongest first, each L-BFGS run
@@ -136,6 +140,8 @@ def linear_probe(train_f: Tensor, train_y: Tensor, eval_sets: dict[str, tuple[Te
     the one with the best accuracy on ``eval_sets[select_on]`` (the validation split) is kept and scored on
     every eval set; ties go to the stronger L2. Returns
     ({split: accuracy}, the chosen L2 strength). Without a ``select_on`` set the first strength is used.
+    ``score(pred, y)`` replaces accuracy (for the choice and the result; e.g. balanced accuracy); ``predictions``, a
+    dict, receives each eval set's predicted classes under the chosen strength.
     """
     with torch.enable_grad():
         train_f, train_y = train_f.float().cpu(), train_y.cpu()
@@ -143,13 +149,15 @@ def linear_probe(train_f: Tensor, train_y: Tensor, eval_sets: dict[str, tuple[Te
         norm = lambda f: (f.float().cpu() - mu) / sd  # noqa: E731
         train_f = norm(train_f)
         sets = {k: (norm(f), y.cpu()) for k, (f, y) in eval_sets.items()}
-        acc = lambda w, s: (_predict(w, sets[s][0]) == sets[s][1]).float().mean().item()  # noqa: E731
+        acc = lambda w, s: score(_predict(w, sets[s][0]), sets[s][1])  # noqa: E731
         candidates = sorted(weight_decays, reverse=True) if select_on in sets else list(weight_decays)[:1]
         fits, w = [], None
         for wd in candidates:
             w = _fit_logreg(train_f, train_y, num_classes, wd, iters, init=w)
             fits.append((wd, w))
         best_wd, best_w = max(fits, key=lambda f: acc(f[1], select_on)) if len(fits) > 1 else fits[0]
+        if predictions is not None:
+            predictions.update({s: _predict(best_w, sets[s][0]) for s in sets})
         return {s: acc(best_w, s) for s in sets}, best_wd
 
 
@@ -162,5 +170,14 @@ def linear_accuracy(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Te
     return linear_probe(train_f, train_y, sets, num_classes, **kw)[0]["test"]
 
 
-__all__ = ["Protocol", "WEIGHT_DECAYS", "knn_accuracy", "knn_predict", "linear_accuracy", "linear_head", "linear_probe",
-           "logreg_loss_grad"]
+__all__ = [
+    "Protocol",
+    "WEIGHT_DECAYS",
+    "accuracy",
+    "knn_accuracy",
+    "knn_predict",
+    "linear_accuracy",
+    "linear_head",
+    "linear_probe",
+    "logreg_loss_grad",
+]

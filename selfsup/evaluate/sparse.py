@@ -84,22 +84,37 @@ def sparse_knn_predict(train_f, train_y: Tensor, query_f, num_classes: int, k: i
 
 
 def sparse_linear_probe(train_f, train_y: Tensor, eval_sets: dict, num_classes: int, grid=C_GRID,
-                        select_on: str = "val") -> tuple[dict[str, float], float]:  # fmt: skip
+                        select_on: str = "val", score=None, predictions: dict | None = None
+                        ) -> tuple[dict[str, float], float]:  # fmt: skip
     """Logistic regression on sparse features, ``C`` chosen on ``eval_sets[select_on]`` (ties: the stronger L2).
-    -> ({split: accuracy}, chosen C)."""
+    -> ({split: accuracy}, chosen C). ``score`` and ``predictions`` as for ``protocols.linear_probe``."""
     from sklearn.linear_model import LogisticRegression
 
+    score = score or (lambda pred, yy: float((pred == yy).float().mean()))
     y = train_y.numpy()
     if len(np.unique(y)) < 2:  # a one-class subset: every prediction is that class
-        return {s: float((yy.numpy() == y[0]).mean()) for s, (_, yy) in eval_sets.items()}, float(grid[0])
-    fits = []
-    for c in sorted(grid):
-        model = LogisticRegression(C=c, max_iter=1000, tol=1e-4).fit(train_f, y)
-        fits.append((c, model))
-    acc = lambda m, s: float((m.predict(eval_sets[s][0]) == eval_sets[s][1].numpy()).mean())  # noqa: E731
-    best_c, best = max(fits, key=lambda f: acc(f[1], select_on)) if select_on in eval_sets else fits[0]
-    return {s: acc(best, s) for s in eval_sets}, best_c
+        preds = {s: torch.full((len(yy),), int(y[0])) for s, (_, yy) in eval_sets.items()}
+        best_c = float(grid[0])
+    else:
+        fits = []
+        for c in sorted(grid):
+            model = LogisticRegression(C=c, max_iter=1000, tol=1e-4).fit(train_f, y)
+            fits.append((c, {s: torch.from_numpy(model.predict(f)) for s, (f, _) in eval_sets.items()}))
+        acc = lambda p, s: score(p[s], eval_sets[s][1])  # noqa: E731
+        best_c, preds = max(fits, key=lambda f: acc(f[1], select_on)) if select_on in eval_sets else fits[0]
+    if predictions is not None:
+        predictions.update(preds)
+    return {s: score(preds[s], yy) for s, (_, yy) in eval_sets.items()}, best_c
 
 
-__all__ = ["C_GRID", "KMER_RANGE", "is_sparse", "kmer_features", "onehot_features", "sparse_baseline",
-           "sparse_knn_predict", "sparse_linear_probe", "tfidf_features"]
+__all__ = [
+    "C_GRID",
+    "KMER_RANGE",
+    "is_sparse",
+    "kmer_features",
+    "onehot_features",
+    "sparse_baseline",
+    "sparse_knn_predict",
+    "sparse_linear_probe",
+    "tfidf_features",
+]

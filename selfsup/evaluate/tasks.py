@@ -16,11 +16,18 @@ trains. ``classify`` (accuracy) is here; ``verify`` (EER, ``evaluate/verify.py``
   {metric: value}}, what was chosen on validation)``;
 - ``head(dim, num_outputs, generator)``, ``loss(outputs, y)``, ``score(predictions, y)`` for fine-tuning.
 
+For ``selfsup audit`` (results by group) a task also keeps what it scored per sample: ``frozen(..., keep={})``
+fills ``keep[split]`` with an outcome (classify: true and predicted classes; ctc: each utterance's edit
+distances and reference lengths; verify: the normalized features and speakers), ``outcome(predictions, y)`` makes
+one from fine-tuning's predictions, and ``by_group(outcome, groups, metric, ev) -> GroupRows`` lays it out for a
+per-group metric (rows, each row's group, the metric of a set of rows).
+
 ``evaluate()`` sets ``task.device`` (the run's device) before scoring, for tasks that train heads of their own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +58,31 @@ class Carve:
     def __post_init__(self):
         keys = {"labelled_pool": "pool", "validation": "val", "test": "test"}
         self.sizes = self.sizes or {k: len(self.splits[s]) for k, s in keys.items()}
+
+
+@dataclass
+class GroupRows:
+    """One metric of one outcome laid out for a per-group breakdown (fairlearn's MetricFrame reads it): rows with
+    ``y_true``, ``y_pred`` and ``group``; ``fn(y_true, y_pred)`` the metric of any set of rows (NaN where it is
+    undefined); ``sizes`` {group: samples} (a row may be a trial of two samples); ``too_small`` {group: why} for
+    groups the metric cannot be computed on."""
+
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    group: np.ndarray
+    fn: Callable
+    sizes: dict
+    too_small: dict = field(default_factory=dict)
+
+
+def group_sizes(groups) -> dict[str, int]:
+    names, counts = np.unique(np.asarray(groups).astype(str), return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts)}
+
+
+def accuracy_of(y_true, y_pred) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    return float(np.mean(y_true == y_pred)) if len(y_true) else float("nan")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -110,25 +142,36 @@ class Classify:
 
     # ------------------------------------------------------------------ frozen features
     def frozen(self, protocol: str, train: tuple[Tensor, Tensor], eval_sets: dict[str, tuple[Tensor, Tensor]],
-               num_outputs: int, ev) -> tuple[dict[str, float], dict]:  # fmt: skip
-        """Score ``protocol`` (knn | linear) on each eval set -> ({split: accuracy}, what was chosen on validation)."""
+               num_outputs: int, ev, keep: dict | None = None) -> tuple[dict[str, float], dict]:  # fmt: skip
+        """Score ``protocol`` (knn | linear) on each eval set -> ({split: accuracy}, what was chosen on validation);
+        ``keep`` receives each split's outcome (true and predicted classes)."""
         train_f, train_y = train
-        if is_sparse(train_f):  # a sparse raw-input baseline (TF-IDF)
-            if protocol == "knn":
-                return {split: (sparse_knn_predict(train_f, train_y, f, num_outputs, ev.knn_k, ev.knn_temperature)
-                                == y).float().mean().item() for split, (f, y) in eval_sets.items()}, {}  # fmt: skip
-            scores, c = sparse_linear_probe(train_f, train_y, eval_sets, num_outputs)
-            return scores, {"C": c}
+        preds: dict[str, Tensor] = {}
         if protocol == "knn":
-            out = {}
-            for split, (f, y) in eval_sets.items():
-                pred = knn_predict(train_f, train_y, f, num_outputs, ev.knn_k, ev.knn_temperature)
-                out[split] = (pred == y).float().mean().item()
-            return out, {}
-        if protocol == "linear":
-            scores, wd = linear_probe(train_f, train_y, eval_sets, num_outputs)
-            return scores, {"l2": wd}
-        raise ValueError(f"classify has no frozen protocol {protocol!r}")
+            knn = sparse_knn_predict if is_sparse(train_f) else knn_predict  # sparse: a TF-IDF / k-mer baseline
+            preds = {s: knn(train_f, train_y, f, num_outputs, ev.knn_k, ev.knn_temperature)
+                     for s, (f, _) in eval_sets.items()}  # fmt: skip
+            scores, chosen = {s: (preds[s] == y).float().mean().item() for s, (_, y) in eval_sets.items()}, {}
+        elif protocol == "linear" and is_sparse(train_f):
+            scores, c = sparse_linear_probe(train_f, train_y, eval_sets, num_outputs, predictions=preds)
+            chosen = {"C": c}
+        elif protocol == "linear":
+            scores, wd = linear_probe(train_f, train_y, eval_sets, num_outputs, predictions=preds)
+            chosen = {"l2": wd}
+        else:
+            raise ValueError(f"classify has no frozen protocol {protocol!r}")
+        if keep is not None:
+            keep.update({s: {"y": np.asarray(y), "pred": preds[s].numpy()} for s, (_, y) in eval_sets.items()})
+        return scores, chosen
+
+    def outcome(self, predictions: Tensor, y: Tensor) -> dict:
+        """Fine-tuning's logits [N, C] -> the outcome ``by_group`` reads."""
+        return {"y": np.asarray(y.cpu()), "pred": predictions.argmax(1).cpu().numpy()}
+
+    def by_group(self, outcome: dict, groups: np.ndarray, metric: str, ev) -> GroupRows:
+        """Accuracy per group: one row per test sample."""
+        return GroupRows(outcome["y"], outcome["pred"], np.asarray(groups).astype(str), accuracy_of,
+                         group_sizes(groups))  # fmt: skip
 
     # ------------------------------------------------------------------ fine-tuning
     def head(self, dim: int, num_outputs: int, generator: torch.Generator | None = None) -> nn.Module:
@@ -147,4 +190,4 @@ class Classify:
         return (predictions.argmax(1).cpu() == y.cpu().long()).float().mean().item()
 
 
-__all__ = ["Carve", "Classify", "higher_is_better"]
+__all__ = ["Carve", "Classify", "GroupRows", "accuracy_of", "group_sizes", "higher_is_better"]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from selfsup.errors import UserError
 from selfsup.evaluate.speech_data import audio_folder, concat, speaker_halves, speakers_of
-from selfsup.evaluate.tasks import Carve
+from selfsup.evaluate.tasks import Carve, GroupRows, group_sizes
 from selfsup.registry import TASKS
 
 BACKGROUND = 1000  # training clips whose features give the normalization statistics (a seeded sample)
@@ -89,6 +89,31 @@ def trials(speakers, seed: int, max_same: int = 20000) -> tuple[np.ndarray, np.n
     pairs = np.concatenate([same, other]).astype(np.int64)
     labels = np.r_[np.ones(len(same), bool), np.zeros(len(other), bool)]
     return pairs[:, 0], pairs[:, 1], labels
+
+
+def group_trials(speakers, members: np.ndarray, seed: int, max_same: int = 20000
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Trials for one group of clips (``members``, a bool mask [N]): every same-speaker pair among its clips (a
+    seeded sample of ``max_same`` when there are more), and as many seeded pairs of one of its clips with a clip of
+    another speaker, of any group (impostors come from everywhere, so a group of one speaker is scored too)."""
+    spk = np.asarray(speakers)
+    own = np.flatnonzero(members)
+    i, j, same = trials(spk[own], seed, max_same)
+    i, j = own[i[same]], own[j[same]]
+    rng = np.random.default_rng(seed + 1)
+    a, b = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(i) and len(np.unique(spk)) > 1:
+        while len(a) < len(i):  # rejection: draws of another speaker's clip
+            x, y = rng.choice(own, 2 * len(i)), rng.integers(0, len(spk), 2 * len(i))
+            ok = spk[x] != spk[y]
+            a, b = np.r_[a, x[ok]][: len(i)], np.r_[b, y[ok]][: len(i)]
+    return np.r_[i, a], np.r_[j, b], np.r_[np.ones(len(i), bool), np.zeros(len(a), bool)]
+
+
+def eer_of(same, scores) -> float:
+    """``equal_error_rate`` with the trial labels first (as a metric of (y_true, y_pred)); NaN without both kinds."""
+    same = np.asarray(same, dtype=bool)
+    return equal_error_rate(scores, same) if same.any() and not same.all() else float("nan")
 
 
 def cosine_scores(feats: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -155,9 +180,11 @@ class Verify:
 
         return mfcc_stats(split.x, spec)
 
-    def frozen(self, protocol: str, train, eval_sets: dict, num_outputs: int, ev) -> tuple[dict, dict]:
+    def frozen(self, protocol: str, train, eval_sets: dict, num_outputs: int, ev, keep: dict | None = None
+               ) -> tuple[dict, dict]:  # fmt: skip
         """``cosine``: EER of each eval set's trials, with the score normalization chosen on
-        ``eval_sets["val"]`` -> ({split: EER}, {"norm": ...})."""
+        ``eval_sets["val"]`` -> ({split: EER}, {"norm": ...}); ``keep`` receives each split's normalized features
+        and speaker ids."""
         if protocol != "cosine":
             raise ValueError(f"verify has no frozen protocol {protocol!r}")
         bg = train[0].float()
@@ -177,7 +204,26 @@ class Verify:
             for name, norm in norms.items():
                 eers[name][split] = equal_error_rate(cosine_scores(norm(f.float()), i, j), same)
         chosen = min(norms, key=lambda k: eers[k]["val"]) if "val" in eval_sets else "none"
+        if keep is not None:
+            keep.update({s: {"features": norms[chosen](f.float()), "speakers": np.asarray(y)}
+                         for s, (f, y) in eval_sets.items()})  # fmt: skip
         return eers[chosen], {"norm": chosen}
 
+    def by_group(self, outcome: dict, groups: np.ndarray, metric: str, ev) -> GroupRows:
+        """EER per group: rows are trials (``group_trials`` of each group's clips: its same-speaker pairs and as
+        many pairs of its clips with other speakers' clips), y_true same-speaker, y_pred the cosine score; a group
+        with no same-speaker pair is too small."""
+        groups = np.asarray(groups).astype(str)
+        spk, f = outcome["speakers"], outcome["features"]
+        parts, too_small = [], {}
+        for g in np.unique(groups):
+            i, j, same = group_trials(spk, groups == g, ev.seed, ev.audit_trials)
+            if not same.any() or same.all():
+                too_small[str(g)] = "no same-speaker pair" if not same.any() else "a single speaker in the data"
+                continue
+            parts.append((same, cosine_scores(f, i, j), np.full(len(same), str(g))))
+        cat = lambda k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)  # noqa: E731
+        return GroupRows(cat(0), cat(1), cat(2), eer_of, group_sizes(groups), too_small)
 
-__all__ = ["BACKGROUND", "Verify", "cosine_scores", "equal_error_rate", "trials"]
+
+__all__ = ["BACKGROUND", "Verify", "cosine_scores", "eer_of", "equal_error_rate", "group_trials", "trials"]

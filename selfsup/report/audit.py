@@ -218,7 +218,7 @@ def _draw_panel(ax, key: Key, rows: list[dict], attr: str, with_task: bool, smal
         ax.scatter(sorted(small_x), [0.03] * len(small_x), marker="x", color="#555", s=30, zorder=3,
                    transform=ax.get_xaxis_transform(), label=small_label)  # fmt: skip
     ax.set_xticks(range(len(groups)))
-    many = len(groups) > 8 or sum(len(g) for g in groups) > 60
+    many = len(groups) > 8 or sum(len(g) for g in groups) > 30  # long names (accents) overlap level
     rotation = 90 if len(groups) > 20 else (45 if many else 0)
     ax.set_xticklabels(groups, rotation=rotation, ha="right" if rotation == 45 else "center", fontsize=7 if many else 9)
     ax.set_xlim(-0.6, max(len(groups), 1) - 0.4)
@@ -240,7 +240,7 @@ def audit_chart(audit: dict, path: str | Path) -> Path:
     rows = _test_rows(audit)
     panels = _panels(rows) or {(audit.get("task"), "-", None, "accuracy"): []}
     n_groups = max(1, max(len({r["group"] for r in p} - {ALL}) for p in panels.values()))
-    panel_w = max(3.6, 0.3 * n_groups + 1.8)
+    panel_w = max(5.0, 0.3 * n_groups + 1.8)
     most = max(1, min(4, int(16 // panel_w)))  # panels side by side, then balanced rows
     nrows = math.ceil(len(panels) / most)
     ncols = math.ceil(len(panels) / nrows)

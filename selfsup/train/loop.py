@@ -446,14 +446,10 @@ def _check_group_fields(data) -> None:
 
 
 def _check_balance_by(ds, attr: str | None) -> None:
-    """``data.balance_by`` names a group of the loaded data, and the data keeps its groups through preparation
-    (text and sequences are pretrained as token windows made from the documents: they keep none)."""
+    """``data.balance_by`` names a group of the loaded data (text and sequences: bidirectional token windows carry
+    their document's groups; packed causal rows carry none, which the trainer refuses in one line)."""
     if attr is None:
         return
-    kind = ds.spec.kind
-    if kind in ("text", "sequence"):
-        raise UserError(f"--balance-by {attr}: {kind} data is pretrained as token windows made from its documents, "
-                        f"which carry no groups; leave --balance-by out for {kind} data")  # fmt: skip
     check_groups(ds.train, attr, "--balance-by")
 
 

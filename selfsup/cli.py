@@ -78,8 +78,13 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated methods (default: every method for the data's modality)")
     p.add_argument("--budget", default="5m", help="the same budget for each method: 90s, 5m, 500steps ...")
     p.add_argument("--out", help="the comparison folder (default runs/compare-<data>)")
-    p.add_argument("--protocol", default="knn,linear", help="comma-separated: knn,linear,finetune")
-    p.add_argument("--labels", default="1%,10%,100%", help="label fractions (default 1%%,10%%,100%%)")
+    p.add_argument("--protocol", help="comma-separated: knn,linear,finetune (default: the task's, classify knn,linear)")
+    p.add_argument("--labels", help="label fractions (default 1%%,10%%,100%%)")
+    p.add_argument("--task", help="what is scored and ranked: classify (default), verify (EER), ctc (CER)")
+    p.add_argument("--variants", help="pretrain each method once per variant of the data: as-is, imbalanced "
+                   "(--pretrain-groups), balance-by (--balance-by, after --pretrain-groups when given)")
+    p.add_argument("--group", metavar="ATTR", help="audit every run by this group (selfsup audit) and print the "
+                   "per-group table of the runs side by side")
     p.add_argument("--train-limit", type=int, help="cap the labelled pool of the evaluation at N images")
     p.add_argument("--test-limit", type=int, help="score on the first N test images only")
     p.add_argument("--encoder", help="the same encoder for every method (default: each method's own)")
@@ -214,7 +219,7 @@ def _cmd_compare(a) -> None:
     text_sets = [f"data.{k}={','.join(v) if isinstance(v, list) else v}" for k in TEXT_FIELDS
                  if (v := getattr(a, k)) is not None]  # fmt: skip
     compare(data=a.data, pretrain_data=a.pretrain_data, methods=a.methods, budget=a.budget, out=a.out,
-            protocol=a.protocol, labels=a.labels,
+            protocol=a.protocol, labels=a.labels, task=a.task, variants=a.variants, group=a.group,
             train_limit=a.train_limit, test_limit=a.test_limit, sets=[*text_sets, *a.set],
             **{k: getattr(a, k) for k in SHARED_FLAGS if k != "budget"})  # fmt: skip
 

@@ -105,27 +105,83 @@ def _arch(run: Path) -> str:
     return describe_encoder(info["builder"], info["params"]) + tokens  # k-mer and residue networks differ
 
 
+VARIANTS = ("as-is", "imbalanced", "balance-by")  # pretraining data: as it is; resampled to --pretrain-groups;
+# resampled (when --pretrain-groups is given) and drawn with a group-balanced sampler (--balance-by)
+
+
+def _variants(variants, sets: list[str], group: str | None) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """[(variant name, its data.* sets)] and the other sets: ``--variants`` turns --pretrain-groups / --balance-by
+    into per-run settings (without it every run takes them as given: one variant, named "")."""
+    if not variants:
+        return [("", [])], list(sets)
+    names = [v.strip() for v in variants.split(",")] if isinstance(variants, str) else list(variants)
+    bad = [v for v in names if v not in VARIANTS]
+    if bad or not names or len(set(names)) != len(names):
+        raise UserError(f"--variants {','.join(names)}: choose distinct names among {', '.join(VARIANTS)}")
+    pick = lambda key: next((i.split("=", 1)[1] for i in sets if i.startswith(f"data.{key}=")), None)  # noqa: E731
+    shares, balance = pick("pretrain_groups"), pick("balance_by")
+    rest = [i for i in sets if not i.startswith(("data.pretrain_groups=", "data.balance_by="))]
+    if "imbalanced" in names and not shares:
+        raise UserError("--variants imbalanced needs --pretrain-groups ATTR=VALUE:SHARE (e.g. accent=en-gb-x-rp:0.02)")
+    attr = balance or (shares.split("=", 1)[0].strip() if shares else None) or group
+    if "balance-by" in names and not attr:
+        raise UserError("--variants balance-by needs --balance-by ATTR (or --pretrain-groups / --group to name it)")
+    resample = [f"data.pretrain_groups={shares}"] if shares else []
+    table = {"as-is": [], "imbalanced": resample, "balance-by": [*resample, f"data.balance_by={attr}"]}
+    return [(v, table[v]) for v in names], rest
+
+
+def _score(run: Path, protocols, fractions, limits: dict, baselines: bool, group: str | None) -> list[dict]:
+    """Evaluate ``run`` (with ``group``: audit it, which evaluates it too) and write its eval.json."""
+    from selfsup.evaluate import evaluate
+
+    overrides = {k: v for k, v in limits.items() if v is not None and k not in ("group",)}
+    if group is None:
+        return evaluate(run, protocol=protocols, labels=fractions, baselines=baselines, log=lambda s: None,
+                        **overrides)  # fmt: skip
+    from selfsup.evaluate.audit import audit
+
+    rows = audit(run, group, protocol=protocols, labels=fractions, baselines=baselines, log=lambda s: None,
+                 **overrides)["eval_rows"]  # fmt: skip
+    runs.atomic_write_text(run / "eval.json", json.dumps(rows, indent=1))
+    return rows
+
+
 def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None, budget: str = "5m",
-            out: str | Path | None = None, protocol: str | list[str] = "knn,linear", labels="1%,10%,100%",
+            out: str | Path | None = None, protocol: str | list[str] | None = None, labels=None,
             train_limit: int | None = None, test_limit: int | None = None, sets: list[str] | None = None,
-            pretrain_data: str | None = None, log=print, **shared) -> dict:  # fmt: skip
+            pretrain_data: str | None = None, task: str | None = None, variants=None, group: str | None = None,
+            log=print, **shared) -> dict:  # fmt: skip
     """Pretrain each method under the same budget, score each the same way; returns compare.json's content.
 
     ``pretrain_data``: pretrain on this corpus and score on ``data`` (the usual case in biology: pretrain on
-    genomic sequence, evaluate on a labelled task); by default both are ``data``.
+    genomic sequence, evaluate on a labelled task); by default both are ``data``. ``task``: what is scored
+    (classify by default; speech: verify, ctc), with its protocols by default (classify: knn, linear) and its
+    metric ranking the runs (error rates: lowest first).
+
+    ``variants`` (a subset of ``VARIANTS``): each method is pretrained once per variant of its data (as it is,
+    resampled to ``data.pretrain_groups``, and with a ``data.balance_by`` sampler), into ``OUT/<method>-<variant>``.
+    ``group``: every run is audited by that group (``selfsup audit``) and the per-group table is printed and kept.
 
     ``shared`` takes the pretrain options every run shares: seed, batch_size, width, image_size,
     limit, device, precision, encoder. ``sets`` are ``KEY=VALUE`` config overrides for every run.
     """
     from selfsup.data import data_modality, is_sequence_data
-    from selfsup.evaluate import evaluate
+    from selfsup.registry import TASKS
 
     pretrain_data = pretrain_data or data
     names = _method_list(methods, data_modality(pretrain_data), is_sequence_data(pretrain_data))
+    import selfsup.evaluate  # noqa: F401  (registers the tasks)
+
+    task_cls = TASKS.get(task or "classify")
+    protocol = protocol or ",".join(task_cls.default_protocols)
     protocols = [p.strip() for p in protocol.split(",")] if isinstance(protocol, str) else list(protocol)
     for p in protocols:
         PROTOCOLS.get(p)
-    fractions = parse_labels(labels)
+        if p not in task_cls.protocols:
+            raise UserError(f"task {task_cls.name} has no protocol {p!r}; choose from {', '.join(task_cls.protocols)}")
+    fractions = [1.0] if task_cls.name == "verify" else parse_labels(labels or "1%,10%,100%")  # verify: no labels
+    plan, sets = _variants(variants, sets or [], group)
     unknown = set(shared) - set(SHARED_FLAGS)
     if unknown:
         known = ", ".join(SHARED_FLAGS)
@@ -136,48 +192,66 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
     limits = {"train_limit": train_limit, "test_limit": test_limit}
     if pretrain_data != data:
         limits["data"] = data  # scored on other data than the runs were pretrained on (eval.data)
+    if task_cls.name != "classify":
+        limits["task"] = task_cls.name
+    if group:
+        limits["group"] = group
 
-    results, baselines_done = [], set()
-    for i, method in enumerate(names, 1):
-        run = out / method
+    results, baselines_done, audits = [], set(), {}
+    todo = [(m, v, extra) for m in names for v, extra in plan]
+    for i, (method, variant, extra) in enumerate(todo, 1):
+        name = f"{method}-{variant}" if variant else method
+        run = out / name
+        tag = f"[{i}/{len(todo)}] {name}"
         if runs.is_finished(run):
-            log(f"[{i}/{len(names)}] {method}: finished run in {run}, not trained again")
+            log(f"{tag}: finished run in {run}, not trained again")
         else:
-            run_sets = _encoder_sets(method, shared.get("encoder"), sets or [], shared.get("width"), log)
+            run_sets = _encoder_sets(method, shared.get("encoder"), [*sets, *extra], shared.get("width"), log)
             cmd = _pretrain_cmd(method, run, pretrain_data, shared, run_sets)
-            log(f"[{i}/{len(names)}] {method}: pretraining into {run} ({budget}) ...")
+            log(f"{tag}: pretraining into {run} ({budget}) ...")
             sys.stdout.flush()
             done = subprocess.run(cmd, stdin=subprocess.DEVNULL)
             if done.returncode != 0 or not runs.is_finished(run):
-                raise UserError(f"pretraining {method} failed (exit {done.returncode}); see the messages above, "
+                raise UserError(f"pretraining {name} failed (exit {done.returncode}); see the messages above, "
                                 f"fix them and rerun the same compare command to continue")  # fmt: skip
         arch = _arch(run)
         want_baselines = arch not in baselines_done
         rows = _scored(run, protocols, fractions, limits)
+        if rows is not None and group and not (run / "audit.json").is_file():
+            rows = None
         if rows is not None and want_baselines and not any(r["encoder"] == "random_init" for r in rows):
             rows = None  # scored before without the baselines this architecture now needs
         if rows is None:
-            log(f"[{i}/{len(names)}] {method}: scoring with {','.join(protocols)} ...")
-            overrides = {k: v for k, v in limits.items() if v is not None}
-            rows = evaluate(run, protocol=protocols, labels=fractions, baselines=want_baselines,
-                            log=lambda s: None, **overrides)  # fmt: skip
+            log(f"{tag}: {'auditing' if group else 'scoring'} with {','.join(protocols)} ...")
+            rows = _score(run, protocols, fractions, limits, want_baselines, group)
             runs.atomic_write_text(run / SCORED_WITH, json.dumps(limits))
         if any(r["encoder"] in ("random_init", "supervised") for r in rows):
             baselines_done.add(arch)
+        if group:
+            audits[name] = json.loads((run / "audit.json").read_text())
         cost = json.loads((run / "cost.json").read_text())
         cfg = runs.load_config(run)
-        results.append({"method": method, "encoder": arch, "run": str(run), "steps": cfg.train.steps,
+        results.append({"method": name, "encoder": arch, "run": str(run), "steps": cfg.train.steps,
                         "rows": rows, "cost": cost})  # fmt: skip
 
-    summary = leaderboard(results, protocols, fractions)
-    report = {"data": data, "pretrain_data": pretrain_data, "budget": budget,
-              "shared": {k: v for k, v in shared.items() if v is not None},
-              "sets": list(sets or []), "evaluation": limits, "protocols": protocols, "labels": fractions,
+    summary = leaderboard(results, protocols, fractions, task_cls.metric)
+    report = {"data": data, "pretrain_data": pretrain_data, "budget": budget, "task": task_cls.name,
+              "metric": task_cls.metric, "shared": {k: v for k, v in shared.items() if v is not None},
+              "sets": list(sets or []), "variants": {v: extra for v, extra in plan if v},
+              "evaluation": limits, "protocols": protocols, "labels": fractions,
               "ranked_on": "validation", "leaderboard": summary, "runs": results}  # fmt: skip
+    if group:
+        from selfsup.report.audit import by_run
+
+        report["audit"] = by_run(audits, group)
     runs.atomic_write_text(out / "compare.json", json.dumps(report, indent=1))
     from selfsup.report.compare import write_compare_report
 
     write_compare_report(out, report)
     log(format_leaderboard(summary, protocols, fractions))
+    if group:
+        from selfsup.report.audit import format_by_run
+
+        log(format_by_run(report["audit"]))
     log(f"wrote {out / 'compare.json'}, {out / 'compare.png'} and {out / 'report.html'}")
     return report

@@ -163,3 +163,17 @@ def test_text_compare_gives_causal_and_bidirectional_runs_their_own_random_init(
                          for p in ({"size": "tiny", "dim": 32, "depth": 1, "causal": False},
                                    {"size": "tiny", "dim": 32, "depth": 1, "causal": True})}  # fmt: skip
     assert sum(name.endswith(" causal)") for name in baselines) == 1
+
+
+def test_leaderboard_ranks_an_error_rate_lowest_first_on_its_own_metric():
+    from selfsup.report.leaderboard import leaderboard
+
+    def result(name, val_cer, test_cer):
+        rows = [{"protocol": "linear", "labels": 0.1, "encoder": "pretrained", "split": s, "metric": m, "value": v}
+                for s, cer in (("val", val_cer), ("test", test_cer))
+                for m, v in (("cer", cer), ("wer", 1 - cer))]  # fmt: skip  (wer would rank the other way)
+        return {"method": name, "encoder": "x", "rows": rows, "cost": {}, "steps": 1}
+
+    entries = leaderboard([result("worse", 0.6, 0.5), result("better", 0.3, 0.4)], ["linear"], [0.1], "cer")
+    assert [e["name"] for e in entries] == ["better", "worse"]  # ranked on validation CER, lowest first
+    assert entries[0]["accuracy"] == {"linear@0.1": 0.4}  # test cells of the metric ranked on

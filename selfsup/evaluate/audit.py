@@ -7,8 +7,8 @@
   (``eval.bootstrap`` resamples; 95% percentile intervals; verification's rows are trials, so its intervals
   ignore that trials share speakers). A group with fewer than ``eval.min_group_size`` test samples (or one its
   metric cannot be computed on) is reported as too small, with no number.
-- Gaps: per (protocol, labels, encoder, metric), the worst and the best group that are not too small and the
-  difference (worst - best for an error rate, best - worst for an accuracy; both >= 0).
+- Gaps (``report.audit.group_gaps``): per (protocol, labels, encoder, metric) with two groups or more that are not
+  too small, the worst and the best of them and the difference (>= 0).
 - Leakage: a linear probe that predicts the group itself from each encoder's frozen pooled features (token
   features: their mean; speech's raw baseline: MFCC statistics), trained on the labelled pool, its L2 chosen on
   validation balanced accuracy, test balanced accuracy reported beside chance (1 / classes). Test samples of a
@@ -32,8 +32,9 @@ from selfsup.errors import UserError
 from selfsup.evaluate import SPLITS, _Clock, frozen_features, open_session, score_rows, write_cost
 from selfsup.evaluate.features import TokenFeatures
 from selfsup.evaluate.sparse import is_sparse
-from selfsup.evaluate.tasks import GroupRows, higher_is_better
+from selfsup.evaluate.tasks import GroupRows
 from selfsup.fmt import fmt_duration
+from selfsup.report.audit import group_gaps
 from selfsup.runs import atomic_write_text
 
 CI = (0.025, 0.975)
@@ -80,25 +81,6 @@ def group_rows(gr: GroupRows, key: dict, attr: str, min_size: int, n_boot: int, 
                     "too_small": True, "why": why})  # fmt: skip
     out.sort(key=lambda r: r["group"])
     return out + [{**base, "group": "all", "n": int(sum(gr.sizes.values())), **overall}]
-
-
-def gaps(rows: list[dict]) -> list[dict]:
-    """Worst and best group (not too small) per (task, protocol, labels, encoder, metric) and their gap."""
-    out = []
-    keys = dict.fromkeys((r["task"], r["protocol"], r["labels"], r["encoder"], r["metric"]) for r in rows)
-    for task, proto, frac, enc, metric in keys:
-        sel = [r for r in rows if (r["task"], r["protocol"], r["labels"], r["encoder"], r["metric"])
-               == (task, proto, frac, enc, metric) and r["group"] != "all" and r["value"] is not None]  # fmt: skip
-        if not sel:
-            continue
-        hib = higher_is_better(metric)
-        worst = min(sel, key=lambda r: r["value"]) if hib else max(sel, key=lambda r: r["value"])
-        best = max(sel, key=lambda r: r["value"]) if hib else min(sel, key=lambda r: r["value"])
-        out.append({"task": task, "protocol": proto, "labels": frac, "encoder": enc, "metric": metric,
-                    "worst_group": worst["group"], "worst": worst["value"], "best_group": best["group"],
-                    "best": best["value"], "gap": round(abs(best["value"] - worst["value"]), 4),
-                    "groups": len(sel)})  # fmt: skip
-    return out
 
 
 # ----------------------------------------------------------------------------- leakage
@@ -223,7 +205,7 @@ def audit(run_path: str | Path, group: str | None = None, protocol=None, labels=
     clock.add("leakage", time.perf_counter() - t0)
     result = {"run": str(run_path), "data": str(s.data.name), "task": s.task.name, "group_attr": group,
               "min_group_size": ev.min_group_size, "bootstrap": ev.bootstrap, "ci": list(CI), "seed": ev.seed,
-              "rows": rows, "gaps": gaps(rows), "leakage": leaks, "eval_rows": eval_rows}  # fmt: skip
+              "rows": rows, "gaps": group_gaps(rows), "leakage": leaks, "eval_rows": eval_rows}  # fmt: skip
     atomic_write_text(s.run / "audit.json", json.dumps(result, indent=1))
     _report(s, result, log, clock)
     write_cost(s, clock, {}, "audit_cost.json")
@@ -242,4 +224,4 @@ def _report(s, result: dict, log, clock) -> None:
     clock.add("report", time.perf_counter() - t0)
 
 
-__all__ = ["audit", "balanced_accuracy", "gaps", "group_rows", "leakage", "pooled"]
+__all__ = ["audit", "balanced_accuracy", "group_rows", "leakage", "pooled"]

@@ -333,7 +333,13 @@ class CTC:
         """CER (WER) per group: one row per utterance, y_true its reference's characters (words), y_pred its edit
         distance; a group's rate is its errors summed / its reference length summed."""
         errors, length = ("char_errors", "chars") if metric == "cer" else ("word_errors", "words")
-        return GroupRows(outcome[length], outcome[errors], np.asarray(groups).astype(str), rate, group_sizes(groups))
+        return GroupRows(outcome[length], outcome[errors], np.asarray(groups).astype(str), _rate_of_rows,
+                         group_sizes(groups))  # fmt: skip
+
+
+def _rate_of_rows(length, errors) -> float:
+    """``rate`` as a metric of (y_true: reference lengths, y_pred: edit distances)."""
+    return rate(errors, length)
 
 
 __all__ = ["CHARS", "CTC", "CTCHead", "ctc_loss", "edit_distance", "error_counts", "error_rates", "fit_ctc_heads",

@@ -363,4 +363,40 @@ def write_audit_report(run: Path, cfg, audit: dict, log: Callable[[str], None] =
     return [chart, page]
 
 
-__all__ = ["audit_chart", "format_audit", "group_gaps", "write_audit_report"]
+# ----------------------------------------------------------------------------- several runs (compare --group)
+
+
+def by_run(audits: dict[str, dict], attr: str) -> dict:
+    """The audits of several runs (``{run name: audit}``, e.g. compare's variants) as one audit whose encoders are
+    the runs (their pretrained encoder) and the baselines (from the first run that has each)."""
+    rows, leaks, base_from = [], [], {}
+    for name, a in audits.items():
+        for key, out in (("rows", rows), ("leakage", leaks)):
+            for r in a.get(key, []):
+                enc = r["encoder"]
+                if enc == "pretrained":
+                    out.append({**r, "encoder": name})
+                elif base_from.setdefault((key, enc), name) == name:
+                    out.append(dict(r))
+    first = next(iter(audits.values()), {})
+    keep = ("data", "task", "min_group_size", "bootstrap", "ci", "seed")
+    return {**{k: first.get(k) for k in keep}, "group_attr": attr, "runs": list(audits), "rows": rows,
+            "gaps": group_gaps(rows), "leakage": leaks}  # fmt: skip
+
+
+def format_by_run(merged: dict) -> str:
+    """``format_audit`` of ``by_run``'s result: a column per run and baseline."""
+    return format_audit(merged)
+
+
+def compare_sections(out: Path, merged: dict) -> list:
+    """The per-group sections of compare's report.html: the chart, the tables, the gaps and the leakage."""
+    attr = merged.get("group_attr") or "group"
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in attr)
+    chart = audit_chart({**merged, "run": "compare"}, Path(out) / f"audit_{safe}.png")
+    return [(f"By {attr}", _audit_blocks(merged, chart)), ("Gaps", _gaps_block(merged)),
+            ("Leakage", _leakage_block(merged))]  # fmt: skip
+
+
+__all__ = ["audit_chart", "by_run", "compare_sections", "format_audit", "format_by_run", "group_gaps",
+           "write_audit_report"]  # fmt: skip

@@ -86,6 +86,10 @@ def write_compare_report(out: Path, report: dict) -> Path:
         ("Accuracy and cost", [("image", chart)]),
         ("Runs", [("table", (["method", "run folder", "steps", "device"], runs))]),
     ]
-    settings = {k: report[k] for k in ("data", "budget", "shared", "protocols", "labels")}
+    if report.get("audit"):
+        from selfsup.report.audit import compare_sections
+
+        sections += compare_sections(out, report["audit"])
+    settings = {k: report.get(k) for k in ("data", "budget", "task", "shared", "variants", "protocols", "labels")}
     sections.append(("Settings (compare.json has every number)", [("code", json.dumps(settings, indent=1))]))
     return write_report(out / "report.html", f"selfsup compare: {report['data']}", sections)

@@ -17,22 +17,26 @@ def _mean(values: list) -> float | None:
     return round(sum(vals) / len(vals), 4) if vals else None
 
 
-def _by_encoder(rows: list[dict], split: str) -> dict[str, dict[str, float]]:
+def _by_encoder(rows: list[dict], split: str, metric: str = "accuracy") -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for r in rows:
-        if r.get("split") == split:
+        if r.get("split") == split and r.get("metric", "accuracy") == metric:
             out.setdefault(r["encoder"], {})[f"{r['protocol']}@{r['labels']:g}"] = r["value"]
     return out
 
 
-def leaderboard(results: list[dict], protocols: list[str], fractions: list[float]) -> list[dict]:
+def leaderboard(results: list[dict], protocols: list[str], fractions: list[float], metric: str = "accuracy"
+                ) -> list[dict]:  # fmt: skip
     """One entry per method plus the baselines (random init per architecture, raw input, supervised), ranked
-    by the mean validation score over every protocol x label fraction (best first); ``accuracy`` holds the
-    test cells and ``mean_accuracy`` their mean."""
+    by the mean validation score of ``metric`` over every protocol x label fraction (best first: the highest
+    accuracy, the lowest error rate); ``accuracy`` holds the test cells (of ``metric``) and ``mean_accuracy`` their
+    mean."""
+    from selfsup.evaluate.tasks import higher_is_better
+
     cells = _cells(protocols, fractions)
     entries, seen_base = [], set()
     for res in results:
-        test, val = _by_encoder(res["rows"], "test"), _by_encoder(res["rows"], "val")
+        test, val = _by_encoder(res["rows"], "test", metric), _by_encoder(res["rows"], "val", metric)
         cost = res["cost"]
         pre, pre_val = test.get("pretrained", {}), val.get("pretrained", {})
         entries.append({"name": res["method"], "kind": "method", "encoder": res["encoder"],
@@ -53,7 +57,8 @@ def leaderboard(results: list[dict], protocols: list[str], fractions: list[float
                 entries.append({"name": label, "kind": "baseline", "encoder": arch,
                                 "accuracy": acc, "mean_accuracy": _mean(list(acc.values())), "val_accuracy": vacc,
                                 "val_mean": _mean(list(vacc.values()))})  # fmt: skip
-    entries.sort(key=lambda e: -(e["val_mean"] if e["val_mean"] is not None else -1))
+    sign = -1 if higher_is_better(metric) else 1
+    entries.sort(key=lambda e: sign * e["val_mean"] if e["val_mean"] is not None else float("inf"))
     return entries
 
 

@@ -61,16 +61,17 @@ def test_per_group_accuracy_and_intervals_match_brute_force():
 
 
 def test_a_group_below_the_minimum_is_too_small_not_a_number():
-    groups = np.array(["big"] * 50 + ["tiny"] * 5)
-    y = np.zeros(55, int)
-    pred = np.r_[np.zeros(50, int), np.ones(5, int)]  # tiny is all wrong: it would be the worst group
+    groups = np.array(["big"] * 50 + ["mid"] * 30 + ["tiny"] * 5)
+    y = np.zeros(85, int)
+    pred = np.r_[np.zeros(50, int), np.arange(30) % 2, np.ones(5, int)]  # tiny is all wrong: it would be the worst
     rows = group_rows(Classify().by_group({"y": y, "pred": pred}, groups, "accuracy", EvalConfig()), KEY, "g", 20,
                       100, 0)  # fmt: skip
     tiny = next(r for r in rows if r["group"] == "tiny")
     assert tiny["too_small"] and tiny["value"] is None and tiny["ci_low"] is None and tiny["n"] == 5
     assert "fewer than 20" in tiny["why"]
     (gap,) = gaps(rows)
-    assert gap["groups"] == 1 and gap["worst_group"] == "big"
+    assert gap["groups"] == 2 and (gap["worst_group"], gap["best_group"]) == ("mid", "big")
+    assert gaps([r for r in rows if r["group"] != "mid"]) == []  # one group left: no gap to speak of
 
 
 def test_cer_per_group_is_errors_over_reference_characters():

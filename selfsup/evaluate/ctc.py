@@ -276,10 +276,14 @@ class CTC:
         rng = np.random.default_rng(ev.seed)
         perm = rng.permutation(len(pool_idx))
         subsets = {f: np.sort(perm[: max(1, round(f * len(pool_idx)))]) for f in ev.labels}
-        splits = {"pool": train.take(pool_idx), "val": train.take(val_idx), "test": test.take(np.arange(len(test)))}
+        used = np.unique(np.concatenate(list(subsets.values())))  # the pool utterances some fraction trains on
+        subsets = {f: np.searchsorted(used, idx) for f, idx in subsets.items()}  # positions within the kept pool
+        splits = {"pool": train.take(pool_idx[used]), "val": train.take(val_idx),
+                  "test": test.take(np.arange(len(test)))}  # fmt: skip
         note = (f"{len(pool_idx)} transcribed utterances ({', '.join(f'{100 * f:g}%' for f in ev.labels)} of them), "
                 f"{len(val_idx)} validation (speakers not in the pool), {len(test)} test")  # fmt: skip
-        return Carve(splits, subsets, note)
+        sizes = {"labelled_pool": len(pool_idx), "validation": len(val_idx), "test": len(test)}
+        return Carve(splits, subsets, note, sizes)
 
     def num_outputs(self, ds) -> int:
         return len(CTC_CLASSES)

@@ -369,15 +369,18 @@ def write_audit_report(run: Path, cfg, audit: dict, log: Callable[[str], None] =
 def by_run(audits: dict[str, dict], attr: str) -> dict:
     """The audits of several runs (``{run name: audit}``, e.g. compare's variants) as one audit whose encoders are
     the runs (their pretrained encoder) and the baselines (from the first run that has each)."""
-    rows, leaks, base_from = [], [], {}
+    got: dict = {("rows", True): [], ("rows", False): [], ("leakage", True): [], ("leakage", False): []}
+    base_from: dict = {}
     for name, a in audits.items():
-        for key, out in (("rows", rows), ("leakage", leaks)):
+        for key in ("rows", "leakage"):
             for r in a.get(key, []):
                 enc = r["encoder"]
                 if enc == "pretrained":
-                    out.append({**r, "encoder": name})
+                    got[(key, True)].append({**r, "encoder": name})
                 elif base_from.setdefault((key, enc), name) == name:
-                    out.append(dict(r))
+                    got[(key, False)].append(dict(r))
+    rows = got[("rows", True)] + got[("rows", False)]  # the runs first, then the baselines
+    leaks = got[("leakage", True)] + got[("leakage", False)]
     first = next(iter(audits.values()), {})
     keep = ("data", "task", "min_group_size", "bootstrap", "ci", "seed")
     return {**{k: first.get(k) for k in keep}, "group_attr": attr, "runs": list(audits), "rows": rows,

@@ -82,6 +82,7 @@ def _pretrain_cmd(method: str, run: Path, data: str, shared: dict, sets: list[st
 
 
 SCORED_WITH = "compare_eval.json"  # the evaluation settings a run's eval.json was made with, by compare
+AUDITED = "compare_audit.json"  # compare --group: the run's audit for this comparison
 
 
 def _scored(run: Path, protocols: list[str], labels: list[float], limits: dict) -> list[dict] | None:
@@ -141,10 +142,11 @@ def _score(run: Path, protocols, fractions, limits: dict, baselines: bool, group
                         **overrides)  # fmt: skip
     from selfsup.evaluate.audit import audit
 
-    rows = audit(run, group, protocol=protocols, labels=fractions, baselines=baselines, log=lambda s: None,
-                 **overrides)["eval_rows"]  # fmt: skip
-    runs.atomic_write_text(run / "eval.json", json.dumps(rows, indent=1))
-    return rows
+    result = audit(run, group, protocol=protocols, labels=fractions, baselines=baselines, log=lambda s: None,
+                   **overrides)  # fmt: skip
+    runs.atomic_write_text(run / AUDITED, json.dumps(result, indent=1))  # RUN/audit.json is the latest audit's
+    runs.atomic_write_text(run / "eval.json", json.dumps(result["eval_rows"], indent=1))
+    return result["eval_rows"]
 
 
 def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None, budget: str = "5m",
@@ -217,7 +219,7 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
         arch = _arch(run)
         want_baselines = arch not in baselines_done
         rows = _scored(run, protocols, fractions, limits)
-        if rows is not None and group and not (run / "audit.json").is_file():
+        if rows is not None and group and not (run / AUDITED).is_file():
             rows = None
         if rows is not None and want_baselines and not any(r["encoder"] == "random_init" for r in rows):
             rows = None  # scored before without the baselines this architecture now needs
@@ -228,7 +230,7 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
         if any(r["encoder"] in ("random_init", "supervised") for r in rows):
             baselines_done.add(arch)
         if group:
-            audits[name] = json.loads((run / "audit.json").read_text())
+            audits[name] = json.loads((run / AUDITED).read_text())
         cost = json.loads((run / "cost.json").read_text())
         cfg = runs.load_config(run)
         results.append({"method": name, "encoder": arch, "run": str(run), "steps": cfg.train.steps,

@@ -300,15 +300,19 @@ def test_compare_variants_audited_by_group(tmp_path, capsys):
         assert (cfg.pretrain_groups, cfg.balance_by) == {
             "rotation-as-is": (None, None), "rotation-imbalanced": ("site=site1:0.1", None),
             "rotation-balance-by": ("site=site1:0.1", "site")}[name]  # fmt: skip
-        assert (out / name / "audit.json").is_file() and name in printed
+        assert (out / name / "compare_audit.json").is_file() and name in printed
     report = json.loads((out / "compare.json").read_text())
     merged = report["audit"]
     assert merged["runs"] == names and merged["group_attr"] == "site"
     assert {r["encoder"] for r in merged["rows"]} == {*names, "random_init", "raw"}  # baselines once
     assert {r["group"] for r in merged["rows"]} == {"site0", "site1", "all"}
     assert "By site" in (out / "report.html").read_text() and (out / "audit_site.png").is_file()
+    assert main(["audit", str(out / names[0]), "--group", "site", "--protocol", "knn"]) == 0  # another audit
+    capsys.readouterr()
     assert main(args) == 0  # finished and audited: nothing is trained or scored again
-    assert "not trained again" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "not trained again" in again and "auditing" not in again
+    assert json.loads((out / "compare.json").read_text())["audit"] == merged  # compare's own audits, not the last
 
 
 def test_compare_variants_need_their_settings(tmp_path, capsys):

@@ -267,3 +267,16 @@ def test_eer_matches_a_brute_force_threshold_scan():
         scores = np.round(np.r_[rng.normal(shift, 1, n_same), rng.normal(0, 1, n_diff)], 2)  # ties
         best = min(max(np.mean(scores[~same] >= t), np.mean(scores[same] < t)) for t in np.unique(scores))
         assert abs(equal_error_rate(scores, same) - best) <= 1 / min(n_same, n_diff) + 1e-9
+
+
+def test_compare_ranks_speech_runs_on_the_tasks_error_rate(synth_small, tmp_path, capsys):
+    """compare --task verify: each run scored by EER, the leaderboard ranked lowest first on validation."""
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", "synth-speech", "--methods", "tera,speaker-contrastive", "--task", "verify",
+                 "--budget", "2steps", "--batch-size", "8", "--device", "cpu", "--out", str(out), *SMALL]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert (report["task"], report["metric"], report["protocols"], report["labels"]) == ("verify", "eer", ["cosine"],
+                                                                                           [1.0])  # fmt: skip
+    vals = [e["val_mean"] for e in report["leaderboard"]]
+    assert all(v is not None for v in vals) and vals == sorted(vals)  # error rates: the lowest first
+    assert {e["name"] for e in report["leaderboard"]} >= {"tera", "speaker-contrastive", "raw input"}

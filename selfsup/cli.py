@@ -10,7 +10,7 @@ from selfsup.errors import UserError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
-        raise UserError(f"{self.prog}: {message} (see --help)")
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
@@ -47,9 +47,9 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", help="comma-separated: knn,linear,finetune (default knn,linear); verify: cosine")
     p.add_argument("--labels", help="label fractions, e.g. 1%%,10%%,100%%")
     p.add_argument("--no-baselines", action="store_true",
-                   help="skip the random-init, raw-pixel and supervised-from-scratch rows")  # fmt: skip
-    p.add_argument("--train-limit", type=int, help="cap the labelled pool at N images")
-    p.add_argument("--test-limit", type=int, help="score on the first N test images only")
+                   help="skip the random-init, raw-input and supervised-from-scratch rows")  # fmt: skip
+    p.add_argument("--train-limit", type=int, help="cap the labelled pool at N samples")
+    p.add_argument("--test-limit", type=int, help="score on the first N test samples only")
     p.add_argument("--plot", action="store_true",
                    help="also write RUN/label_efficiency.png, RUN/embedding.png and RUN/report.html")  # fmt: skip
     p.add_argument("--data", help="score on this data instead of the pretraining data (e.g. pretrain on "
@@ -81,12 +81,15 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", help="comma-separated: knn,linear,finetune (default: the task's, classify knn,linear)")
     p.add_argument("--labels", help="label fractions (default 1%%,10%%,100%%)")
     p.add_argument("--task", help="what is scored and ranked: classify (default), verify (EER), ctc (CER)")
-    p.add_argument("--variants", help="pretrain each method once per variant of the data: as-is, imbalanced "
-                   "(--pretrain-groups), balance-by (--balance-by, after --pretrain-groups when given)")
+    p.add_argument("--variants", metavar="NAME,...",
+                   help="pretrain each method once per listed variant of its data, comma-separated among as-is (the "
+                        "data as it is), imbalanced (resampled as --pretrain-groups says) and balance-by (resampled "
+                        "when --pretrain-groups is given, then a --balance-by sampler), e.g. "
+                        "--variants as-is,imbalanced,balance-by")
     p.add_argument("--group", metavar="ATTR", help="audit every run by this group (selfsup audit) and print the "
                    "per-group table of the runs side by side")
-    p.add_argument("--train-limit", type=int, help="cap the labelled pool of the evaluation at N images")
-    p.add_argument("--test-limit", type=int, help="score on the first N test images only")
+    p.add_argument("--train-limit", type=int, help="cap the labelled pool of the evaluation at N samples")
+    p.add_argument("--test-limit", type=int, help="score on the first N test samples only")
     p.add_argument("--encoder", help="the same encoder for every method (default: each method's own)")
     p.add_argument("--width", type=int, help="ResNet first-stage channels for every ResNet run")
     p.add_argument("--batch-size", type=int)

@@ -172,8 +172,8 @@ def test_missing_column_through_the_cli_is_one_line(tmp_path, capsys):
                  "--group-column", "accent", "--group-column", "region", "--out", str(tmp_path / "run")])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
-    assert err == (f"selfsup: error: {path} has no group column 'region' (it has: 'text', 'label', 'accent'); set "
-                   "--group-column to the column that holds it")  # fmt: skip
+    assert err == (f"selfsup: error: {path} has no group column 'region' (it has: 'text', 'label', 'accent'); name "
+                   "one of its columns (--group-column when pretraining, --group for selfsup audit)")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- image folders

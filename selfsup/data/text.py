@@ -201,8 +201,9 @@ def _read_txt(text: str, docs: _Docs, blank_line_docs: bool) -> None:
 
 def _missing_field(path, field: str, columns: Iterable[str], flag: str) -> UserError:
     shown = ", ".join(repr(c) for c in list(columns)[:20]) or "none"
-    return UserError(f"{path} has no {flag[2:].replace('-', ' ')} {field!r} (it has: {shown}); set {flag} to the "
-                     "column that holds it")  # fmt: skip
+    fix = (f"set {flag} to the column that holds it" if flag != "--group-column" else
+           "name one of its columns (--group-column when pretraining, --group for selfsup audit)")  # fmt: skip
+    return UserError(f"{path} has no {flag[2:].replace('-', ' ')} {field!r} (it has: {shown}); {fix}")
 
 
 def _label_wanted(path, label_field: str | None, columns) -> bool:

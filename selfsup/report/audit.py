@@ -110,7 +110,7 @@ def group_gaps(rows: list[dict]) -> list[dict]:
 
 def _gap_text(g: dict | None) -> str:
     if g is None:
-        return "- (fewer than two groups large enough)"
+        return "- (fewer than two groups with enough test samples; --min-group-size N lowers the bar)"
     return (f"{100 * g['gap']:4.1f} points: worst {g['worst_group']} {_pct(g['worst'])}, "
             f"best {g['best_group']} {_pct(g['best'])} ({g['groups']} groups)")  # fmt: skip
 

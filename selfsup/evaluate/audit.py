@@ -154,7 +154,8 @@ def _leakage_features(s, feats: dict) -> dict:
 
 def _with_group_column(data_cfg, attr: str):
     """A CSV / TSV / JSONL file's DataConfig with ``attr`` among its group columns (a folder brings groups.csv)."""
-    if Path(str(data_cfg.name)).suffix.lower() in TABLE_SUFFIXES and attr not in data_cfg.group_columns:
+    name = str(data_cfg.name).lower().removesuffix(".gz")
+    if name.endswith(TABLE_SUFFIXES) and attr not in data_cfg.group_columns:
         return dataclasses.replace(data_cfg, group_columns=[*data_cfg.group_columns, attr])
     return data_cfg
 

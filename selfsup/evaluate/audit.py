@@ -35,7 +35,7 @@ from selfsup.evaluate.sparse import is_sparse
 from selfsup.evaluate.tasks import GroupRows
 from selfsup.fmt import fmt_duration
 from selfsup.report.audit import group_gaps
-from selfsup.runs import atomic_write_text
+from selfsup.runs import atomic_write_text, load_config
 
 CI = (0.025, 0.975)
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -177,7 +177,7 @@ def audit(run_path: str | Path, group: str | None = None, protocol=None, labels=
     from selfsup.evaluate import _eval_config, _eval_data
     from selfsup.runs import read_encoder_json
 
-    group = group or overrides.pop("group", None)
+    group = group or overrides.pop("group", None) or load_config(run_path).eval.group  # the flag, else the config
     if not group:
         raise UserError("selfsup audit needs --group ATTR, the attribute to break results down by (e.g. accent)")
     _metric_frame()  # fail before any work when fairlearn is missing

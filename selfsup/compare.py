@@ -252,8 +252,8 @@ def compare(data: str = "fashion-mnist", methods: str | list[str] | None = None,
     write_compare_report(out, report)
     log(format_leaderboard(summary, protocols, fractions))
     if group:
-        from selfsup.report.audit import format_by_run
+        from selfsup.report.audit import format_audit
 
-        log(format_by_run(report["audit"]))
+        log(format_audit(report["audit"]))  # the runs (and baselines) as its encoders
     log(f"wrote {out / 'compare.json'}, {out / 'compare.png'} and {out / 'report.html'}")
     return report

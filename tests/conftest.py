@@ -141,3 +141,16 @@ def die_after_save(monkeypatch, step: int):
 
     monkeypatch.setattr(loop.Trainer, "_save", save_then_die)
     return lambda: monkeypatch.setattr(loop.Trainer, "_save", real_save)
+
+
+@pytest.fixture(scope="session")
+def tera_run(synth_small, tmp_path_factory):
+    """A tiny tera run (4 steps, a 32-d encoder) on the small synth-speech, shared by the speech task and audit
+    tests."""
+    from selfsup.cli import main
+    from tests.test_speech_run import SMALL
+
+    run = tmp_path_factory.mktemp("speech-tasks") / "run"
+    assert main(["pretrain", "--data", "synth-speech", "--method", "tera", "--budget", "4steps", "--batch-size", "8",
+                 "--device", "cpu", "--out", str(run), *SMALL]) == 0  # fmt: skip
+    return run

@@ -236,21 +236,10 @@ def test_audit_errors_are_one_line(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- speech
 
-SMALL = ["--set", "encoder.dim=32", "--set", "encoder.depth=1", "--set", "encoder.heads=2",
-         "--set", "encoder.conv_channels=8"]  # fmt: skip
 
-
-@pytest.fixture(scope="module")
-def speech_run(synth_small, tmp_path_factory):
-    run = tmp_path_factory.mktemp("audit-speech") / "run"
-    assert main(["pretrain", "--data", "synth-speech", "--method", "tera", "--budget", "2steps", "--batch-size", "8",
-                 "--device", "cpu", "--out", str(run), *SMALL]) == 0  # fmt: skip
-    return run
-
-
-def test_audit_speaker_verification_by_accent(speech_run, synth_small):
-    assert main(["audit", str(speech_run), "--task", "verify", "--group", "accent", "--bootstrap", "50"]) == 0
-    audit = json.loads((speech_run / "audit.json").read_text())
+def test_audit_speaker_verification_by_accent(tera_run, synth_small):
+    assert main(["audit", str(tera_run), "--task", "verify", "--group", "accent", "--bootstrap", "50"]) == 0
+    audit = json.loads((tera_run / "audit.json").read_text())
     test_accents = set(synth_small["verify"].groups["accent"])
     assert {r["group"] for r in audit["rows"]} <= test_accents | {"all"}
     assert {r["metric"] for r in audit["rows"]} == {"eer"}
@@ -259,11 +248,11 @@ def test_audit_speaker_verification_by_accent(speech_run, synth_small):
     assert {r["encoder"] for r in audit["leakage"]} == {"pretrained", "random_init", "raw"}
 
 
-def test_audit_ctc_by_voice(speech_run):
+def test_audit_ctc_by_voice(tera_run):
     fast = ["--set", "ctc_lrs=0.01", "--set", "ctc_epochs=1"]
-    assert main(["audit", str(speech_run), "--task", "ctc", "--group", "voice", "--labels", "100%",
+    assert main(["audit", str(tera_run), "--task", "ctc", "--group", "voice", "--labels", "100%",
                  "--bootstrap", "50", "--no-baselines", *fast]) == 0  # fmt: skip
-    audit = json.loads((speech_run / "audit.json").read_text())
+    audit = json.loads((tera_run / "audit.json").read_text())
     assert {r["metric"] for r in audit["rows"]} == {"cer", "wer"}
     assert {r["encoder"] for r in audit["rows"]} == {"pretrained"}
     assert {r["encoder"] for r in audit["leakage"]} == {"pretrained"}

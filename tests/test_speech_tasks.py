@@ -185,12 +185,7 @@ def test_logmel_baseline_ctc_head_beats_all_blank(synth_small):
 # ----------------------------------------------------------------------------- end to end
 
 
-@pytest.fixture(scope="module")
-def tera_run(synth_small, tmp_path_factory):
-    run = tmp_path_factory.mktemp("speech-tasks") / "run"
-    assert main(["pretrain", "--data", "synth-speech", "--method", "tera", "--budget", "4steps", "--batch-size", "8",
-                 "--device", "cpu", "--out", str(run), *SMALL]) == 0  # fmt: skip
-    return run
+# tera_run: a tiny tera run on synth-speech (small), tests/conftest.py
 
 
 def test_eval_task_verify(tera_run):

@@ -109,6 +109,11 @@ def resample_indices(values: np.ndarray, shares: dict[str, float], size: int, se
     k > m, every sample k // m times plus a seeded sample (without replacement) of k % m of them, so repeats are
     as even as they can be. Same seed -> same indices."""
     names, _, counts = group_counts(values, shares, size, attr)
+    return _draw(values, names, counts, seed)
+
+
+def _draw(values: np.ndarray, names: np.ndarray, counts: np.ndarray, seed: int) -> np.ndarray:
+    """``counts[i]`` indices of the samples whose value is ``names[i]``, as ``resample_indices`` says, sorted."""
     as_str = np.asarray(values).astype(str)
     rng = np.random.default_rng(seed)
     parts = []
@@ -130,7 +135,7 @@ def resample_split(split: Split, text: str, seed: int) -> tuple[Split, str]:
     check_groups(split, attr, FLAG)
     values, size = split.groups[attr], len(split)
     names, have, counts = group_counts(values, shares, size, attr)
-    idx = resample_indices(values, shares, size, seed, attr)
+    idx = _draw(values, names, counts, seed)
     said = []
     for name in shares:
         i = int(np.flatnonzero(names == name)[0])

@@ -309,8 +309,8 @@ def sequence_dataset(name: str, source: str, seqs: list[str], alphabet: str, lab
         return Dataset(name, SeqSpec(source, alphabet, len(x)), Split(x, groups=g), None, [])
     y, classes = _labels(labels, source, label_field)
     held = stratified_holdout(y, TEST_FRACTION, SPLIT_SEED)
-    train = Split(x[~held], y[~held], groups={k: v[~held] for k, v in g.items()})
-    test = Split(x[held], y[held], groups={k: v[held] for k, v in g.items()})
+    whole = Split(x, y, groups=g)
+    train, test = whole.take(np.flatnonzero(~held)), whole.take(np.flatnonzero(held))  # groups follow the samples
     return Dataset(name, SeqSpec(source, alphabet, len(train)), train, test, classes)
 
 

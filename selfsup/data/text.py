@@ -221,6 +221,13 @@ def _no_label(path, line: int, label_field: str) -> UserError:
                      "or pass --label-field none to read the data unlabelled")  # fmt: skip
 
 
+def _require_group_columns(where, group_columns: Iterable[str], columns, shown=None) -> None:
+    """A one-line error naming the first ``--group-column`` the data lacks (``shown``: the columns to list)."""
+    for column in group_columns:
+        if column not in columns:
+            raise _missing_field(where, column, columns if shown is None else shown, "--group-column")
+
+
 def _no_group(path, line: int, column: str) -> UserError:
     return UserError(f"{path} line {line} has no value in the group column {column!r}; fill it in every row, "
                      f"or leave out --group-column {column}")  # fmt: skip
@@ -243,9 +250,7 @@ def table_rows(path: Path, text: str, delimiter: str, field: str, label_field: s
             raise _missing_field(path, field, header, flag)
         i_value = header.index(field)
         i_label = header.index(label_field) if _label_wanted(path, label_field, header) else None
-        for column in group_columns:
-            if column not in header:
-                raise _missing_field(path, column, header, "--group-column")
+        _require_group_columns(path, group_columns, header)
         i_groups = {column: header.index(column) for column in group_columns}
         for line, row in rows:
             label = None
@@ -303,9 +308,7 @@ def _read_jsonl(path: Path, text: str, docs: _Docs, text_field: str, label_field
         raise _missing_field(path, text_field, dict.fromkeys(k for _, r in records[:100] for k in r), "--text-field")
     keys = {k for _, r in records for k in r}
     with_label = _label_wanted(path, label_field, keys)
-    for column in group_columns:
-        if column not in keys:
-            raise _missing_field(path, column, dict.fromkeys(k for _, r in records[:100] for k in r), "--group-column")
+    _require_group_columns(path, group_columns, keys, dict.fromkeys(k for _, r in records[:100] for k in r))
     for n, record in records:
         label = record.get(label_field) if with_label else None
         if with_label and (label is None or str(label).strip() == ""):
@@ -405,8 +408,8 @@ def _dataset(name: str, source: str, texts: list[str], labels: list | None,
         return Dataset(name, TextSpec(source, len(texts)), Split(string_array(texts), groups=g), None, [])
     held = stratified_holdout(y, TEST_FRACTION, SPLIT_SEED)
     x = string_array(texts)
-    train = Split(x[~held], y[~held], groups={k: v[~held] for k, v in g.items()})
-    test_split = Split(x[held], y[held], groups={k: v[held] for k, v in g.items()})
+    whole = Split(x, y, groups=g)
+    train, test_split = whole.take(np.flatnonzero(~held)), whole.take(np.flatnonzero(held))  # groups follow the samples
     return Dataset(name, TextSpec(source, len(train)), train, test_split, classes)
 
 
@@ -441,9 +444,7 @@ def _hf_split(split, where: str, text_field: str, label_field: str | None, log: 
     columns = list(split.column_names)
     if text_field not in columns:
         raise _missing_field(where, text_field, columns, "--text-field")
-    for column in group_columns:
-        if column not in columns:
-            raise _missing_field(where, column, columns, "--group-column")
+    _require_group_columns(where, group_columns, columns)
     group_values = {column: list(split[column]) for column in group_columns}
     labels = None
     if _label_wanted(where, label_field, columns):

@@ -37,16 +37,10 @@ from selfsup.errors import UserError
 from selfsup.evaluate import ctc as _ctc  # noqa: F401  (registers the speech tasks)
 from selfsup.evaluate import tasks as _tasks  # noqa: F401  (registers the tasks)
 from selfsup.evaluate import verify as _verify  # noqa: F401
+from selfsup.evaluate.estimate import estimate_phases, head_lengths
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.finetune import finetune, param_groups, predict
-from selfsup.evaluate.protocols import (
-    WEIGHT_DECAYS,
-    knn_accuracy,
-    knn_predict,
-    linear_accuracy,
-    linear_probe,
-    logreg_loss_grad,
-)
+from selfsup.evaluate.protocols import knn_accuracy, linear_accuracy, linear_probe
 from selfsup.evaluate.sparse import is_sparse, onehot_features, sparse_baseline
 from selfsup.fmt import fmt_duration
 from selfsup.registry import PROTOCOLS, TASKS
@@ -138,106 +132,6 @@ def _progress(log, what: str):
     return report
 
 
-def _probe_seconds(sizes: list[int], queries: int, dims: list[int], num_outputs: int) -> dict[str, float]:
-    """The frozen probes' cost, timed on slices of each problem at its real width and scaled: kNN per query as
-    a fixed part (top-k) plus a part per training sample, the linear probe per row and L-BFGS evaluation.
-    The probes' products are skinny (N x D by D x C) and run far below a square matmul's rate."""
-    gen = torch.Generator().manual_seed(0)
-    big = min(8192, max(sizes))
-    small = min(1024, big)
-    knn = linear = 0.0
-
-    def timed(fn, *args, repeat=1) -> float:
-        fn(*args)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(repeat):
-            fn(*args)
-        return (time.perf_counter() - t0) / repeat
-
-    for d in dims:
-        x = torch.randn(big, d, generator=gen)
-        y = torch.randint(0, max(2, num_outputs), (big,), generator=gen)
-        q = x[:256]
-        t_small = timed(knn_predict, x[:small], y[:small], q, num_outputs) / len(q)
-        t_big = timed(knn_predict, x, y, q, num_outputs) / len(q)
-        per_n = max(0.0, t_big - t_small) / max(1, big - small)
-        knn += sum(queries * (max(0.0, t_small - per_n * small) + per_n * n) for n in sizes)
-        w = torch.zeros(d + 1, num_outputs)
-        xb = torch.cat([x, torch.ones(big, 1)], 1)
-        per_row = timed(logreg_loss_grad, xb, w, y, 0.0, repeat=3) / big
-        evals = len(WEIGHT_DECAYS) * 110  # L-BFGS: 100 iterations per L2 strength, ~1.1 evaluations each
-        linear += sum(per_row * n * evals for n in sizes)
-    return {"knn": knn, "linear": linear}
-
-
-def _tfidf_seconds(texts: dict, y_pool, sizes: list[int], queries: int, frozen: list[str], num_outputs: int,
-                   featurize=None) -> float:  # fmt: skip
-    """The sparse baseline's cost (TF-IDF; sequences: k-mer counts), timed on (up to) 1,000 pool documents and
-    scaled: the vectorizer per document, logistic regression per training row and C, kNN per query and row."""
-    from selfsup.evaluate.sparse import C_GRID, sparse_knn_predict
-
-    m = min(1000, len(texts["pool"]))
-    if m < 2:
-        return 0.0
-    t0 = time.perf_counter()
-    x = (featurize or sparse_baseline("text"))({"pool": texts["pool"][:m]})["pool"]
-    seconds = (time.perf_counter() - t0) / m * sum(len(v) for v in texts.values())
-    y = np.asarray(y_pool)[:m]
-    if "linear" in frozen and len(np.unique(y)) > 1:
-        from sklearn.linear_model import LogisticRegression
-
-        t0 = time.perf_counter()
-        LogisticRegression(C=max(C_GRID), max_iter=1000, tol=1e-4).fit(x, y)  # the slowest C of the grid
-        seconds += (time.perf_counter() - t0) / m * sum(sizes) * len(C_GRID)
-    if "knn" in frozen:
-        q = min(256, m)
-        t0 = time.perf_counter()
-        sparse_knn_predict(x, torch.as_tensor(y), x[:q], max(2, num_outputs))
-        seconds += (time.perf_counter() - t0) / (q * m) * queries * sum(sizes)
-    return seconds
-
-
-def _estimate(task, encoders, splits, subsets, ev, device, num_outputs, texts=None, raw_kind="text"
-              ) -> dict[str, float]:  # fmt: skip
-    """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
-    test samples, the probes timed on a slice of their problem (text: the TF-IDF baseline timed on a slice of
-    the documents), fine-tuning steps at three forward passes per sample."""
-    n = min(ev.batch_size, len(splits["test"]))
-    x, lengths = splits["test"].x[:n], _head(splits["test"].lengths, n)  # one batch as extraction runs them
-    enc = encoders["pretrained"]
-    extract_features(enc, x, len(x), device, lengths)  # warm-up at the same shape (a new shape builds new kernels)
-    t0 = time.perf_counter()
-    extract_features(enc, x, len(x), device, lengths)
-    per_sample = (time.perf_counter() - t0) / max(1, len(x))
-    total = sum(len(s) for s in splits.values())
-    sizes = [len(idx) for idx in subsets.values()]
-    queries = len(splits["val"]) + len(splits["test"])
-    raw_dims = [int(np.prod(splits["test"].x.shape[1:]))] if ev.baselines and texts is None else []
-    dims = [enc.dim] * len(encoders) + raw_dims
-    out = {}
-    frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
-    if frozen:
-        out["features"] = per_sample * total * len(encoders)
-    if frozen and getattr(task, "timed_probes", False):
-        probes = _probe_seconds(sizes, queries, dims, num_outputs)
-        out.update({p: probes[p] for p in ("knn", "linear") if p in frozen})
-        if texts is not None:
-            name = "k-mer counts" if raw_kind == "sequence" else "tf-idf"
-            out[name] = _tfidf_seconds(texts, splits["pool"].y, sizes, queries, frozen, num_outputs,
-                                       sparse_baseline(raw_kind))  # fmt: skip
-    tuned = len(encoders) if "finetune" in ev.protocols else (1 if ev.plot and ev.baselines else 0)
-    if tuned:
-        steps = [max(ev.finetune_min_steps, ev.finetune_epochs * -(-n // ev.finetune_batch_size)) for n in sizes]
-        steps = [min(s, ev.finetune_max_steps) if ev.finetune_max_steps else s for s in steps]
-        out["finetune"] = tuned * sum(steps) * min(ev.finetune_batch_size, max(sizes)) * 3 * per_sample
-    return out
-
-
-def _head(lengths, n: int):
-    """The first ``n`` lengths (None stays None): timing a batch needs them, or padding counts as tokens."""
-    return None if lengths is None else lengths[:n]
-
-
 def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts=None, raw_kind="text"
                      ) -> dict[str, dict]:  # fmt: skip
     """{encoder: {split: features}} for the encoders and the raw baseline, each extracted once: pooled features,
@@ -250,7 +144,8 @@ def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts
     for name, enc in encoders.items():
         t0 = time.perf_counter()
         n = min(ev.batch_size, len(splits["test"]))
-        probe = extract_features(enc, splits["test"].x[:n], ev.batch_size, device, _head(splits["test"].lengths, n))
+        probe = extract_features(enc, splits["test"].x[:n], ev.batch_size, device,
+                                 head_lengths(splits["test"].lengths, n))  # fmt: skip
         estimate = (time.perf_counter() - t0) / max(1, len(probe)) * total
         log(f"extracting {name} features of {total} samples (about {fmt_duration(estimate)}) ...")
         show = estimate > 20  # progress lines only where there is something to wait for
@@ -396,13 +291,14 @@ class Session:
 
 
 def open_session(run_path, protocol=None, labels=None, baselines=None, plot=None, task=None, log=print,
-                 data_config=None, **overrides) -> Session:  # fmt: skip
-    """Load the run's config, the data (``data_config``: a DataConfig to load instead of the one ``eval.data``
-    names) and encoders, and carve validation as the task says."""
+                 adapt_data=None, **overrides) -> Session:  # fmt: skip
+    """Load the run's config, the data (``adapt_data(data config, run config)``, when given, returns the DataConfig
+    to load instead of the one ``eval.data`` names) and encoders, and carve validation as the task says."""
     cfg, ev = _eval_config(run_path, protocol, labels, baselines, plot, task, overrides)
     t = TASKS.get(ev.task)()
     run_spec = spec_from_dict(read_encoder_json(run_path)["spec"])
-    data_cfg = data_config or _eval_data(cfg, ev, run_spec)
+    data_cfg = _eval_data(cfg, ev, run_spec)
+    data_cfg = adapt_data(data_cfg, cfg) if adapt_data else data_cfg
     raw = load_configured(data_cfg, log=log)
     ds = prepare.for_evaluation(raw, run_path, run_spec, log, ev.windows)
     _check_fits(ds.spec, run_spec, data_cfg.name, run_path)
@@ -424,8 +320,8 @@ def open_session(run_path, protocol=None, labels=None, baselines=None, plot=None
 
 
 def estimate_seconds(s: Session, log) -> dict[str, float]:
-    estimate = _estimate(s.task, s.encoders, s.splits, s.subsets, s.ev, s.device, s.num_outputs, s.texts,
-                         s.raw.spec.kind)  # fmt: skip
+    estimate = estimate_phases(s.task, s.encoders, s.splits, s.subsets, s.ev, s.device, s.num_outputs, s.texts,
+                               s.raw.spec.kind)  # fmt: skip
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
     log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
     return estimate

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from selfsup.errors import UserError
-from selfsup.evaluate import SPLITS, _Clock, frozen_features, open_session, score_rows, write_cost
+from selfsup.evaluate import SPLITS, _Clock, _subset, frozen_features, open_session, score_rows, write_cost
 from selfsup.evaluate.features import TokenFeatures
 from selfsup.evaluate.sparse import is_sparse
 from selfsup.evaluate.tasks import GroupRows
 from selfsup.fmt import fmt_duration
 from selfsup.report.audit import group_gaps
-from selfsup.runs import atomic_write_text, load_config
+from selfsup.runs import atomic_write_text
 
 CI = (0.025, 0.975)
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -117,7 +117,7 @@ def leakage(feats: dict, splits: dict, attr: str, log=print) -> list[dict]:
     score = lambda pred, y: balanced_accuracy(pred.numpy(), y.numpy())  # noqa: E731
     out = []
     for name, f in feats.items():
-        part = {k: _rows_of(pooled(f[k]), seen[k]) for k in ("pool", *SPLITS)}
+        part = {k: _subset(pooled(f[k]), np.flatnonzero(seen[k])) for k in ("pool", *SPLITS)}
         sets = {k: (part[k], ids[k]) for k in SPLITS}
         if is_sparse(part["pool"]):
             scores, c = sparse_linear_probe(part["pool"], ids["pool"], sets, len(classes), score=score)
@@ -131,12 +131,6 @@ def leakage(feats: dict, splits: dict, attr: str, log=print) -> list[dict]:
                     "classes": int(test_classes), "n_test": int(seen["test"].sum()),
                     "unseen_test": int((~seen["test"]).sum()), "chosen": chosen})  # fmt: skip
     return out
-
-
-def _rows_of(f, mask: np.ndarray):
-    if is_sparse(f):
-        return f[np.flatnonzero(mask)]
-    return f[torch.from_numpy(mask)]
 
 
 def _leakage_features(s, feats: dict) -> dict:
@@ -173,20 +167,20 @@ def audit(run_path: str | Path, group: str | None = None, protocol=None, labels=
     """Evaluate the run as ``selfsup eval`` does and report every metric by ``group`` (a name in the data's
     groups, e.g. accent) with bootstrap intervals, the worst group and the gap, and the leakage probe. Writes
     ``RUN/audit.json``, ``RUN/audit_cost.json``, ``RUN/audit_<group>.png`` and ``RUN/report.html``."""
-    from selfsup.data import spec_from_dict
-    from selfsup.evaluate import _eval_config, _eval_data
-    from selfsup.runs import read_encoder_json
-
-    group = group or overrides.pop("group", None) or load_config(run_path).eval.group  # the flag, else the config
-    if not group:
-        raise UserError("selfsup audit needs --group ATTR, the attribute to break results down by (e.g. accent)")
     _metric_frame()  # fail before any work when fairlearn is missing
     if data is not None:
         overrides["data"] = data
     clock = _Clock()
-    cfg, ev = _eval_config(run_path, protocol, labels, baselines, None, task, dict(overrides))
-    data_cfg = _with_group_column(_eval_data(cfg, ev, spec_from_dict(read_encoder_json(run_path)["spec"])), group)
-    s = open_session(run_path, protocol, labels, baselines, None, task, log, data_config=data_cfg, **overrides)
+    chosen: dict = {}
+
+    def with_group(data_cfg, cfg):  # the flag, else eval.group (the run's, or group=... here); a table reads it
+        chosen["group"] = attr = group or cfg.eval.group
+        if not attr:
+            raise UserError("selfsup audit needs --group ATTR, the attribute to break results down by (e.g. accent)")
+        return _with_group_column(data_cfg, attr)
+
+    s = open_session(run_path, protocol, labels, baselines, None, task, log, adapt_data=with_group, **overrides)
+    group = chosen["group"]
     _check_group(s, group)
     ev = s.ev
     feats = frozen_features(s, log, clock, always=True)

@@ -57,21 +57,29 @@ def equal_error_rate(scores, same) -> float:
     return float(far[k - 1] + t * (far[k] - far[k - 1]))
 
 
+def _same_pairs(spk: np.ndarray, rng: np.random.Generator, max_same: int) -> tuple[np.ndarray, int]:
+    """Every same-speaker pair i < j of clips [P, 2] (a sample of ``max_same`` drawn from ``rng`` when there are
+    more), and how many there are in all."""
+    pairs = []
+    for name in np.unique(spk):
+        own = np.flatnonzero(spk == name)
+        a, b = np.triu_indices(len(own), 1)
+        pairs.append(np.stack([own[a], own[b]], 1))
+    pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+    total = len(pairs)
+    if total > max_same:
+        pairs = pairs[np.sort(rng.choice(total, max_same, replace=False))]
+    return pairs, total
+
+
 def trials(speakers, seed: int, max_same: int = 20000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Trial pairs (i, j, same) over clips of ``speakers`` [N]: every same-speaker pair i < j (a seeded sample of
     ``max_same`` when there are more), and as many seeded different-speaker pairs (all, when fewer exist)."""
     spk = np.asarray(speakers)
     n = len(spk)
     rng = np.random.default_rng(seed)
-    same = []
-    for name in np.unique(spk):
-        own = np.flatnonzero(spk == name)
-        a, b = np.triu_indices(len(own), 1)
-        same.append(np.stack([own[a], own[b]], 1))
-    same = np.concatenate(same) if same else np.zeros((0, 2), np.int64)
-    different = n * (n - 1) // 2 - len(same)  # every pair of clips of two speakers
-    if len(same) > max_same:
-        same = same[np.sort(rng.choice(len(same), max_same, replace=False))]
+    same, every_same = _same_pairs(spk, rng, max_same)
+    different = n * (n - 1) // 2 - every_same  # every pair of clips of two speakers
     k = min(len(same), different)
     if n * (n - 1) // 2 <= _ENUMERATE or k > different // 4:
         a, b = np.triu_indices(n, 1)
@@ -98,8 +106,8 @@ def group_trials(speakers, members: np.ndarray, seed: int, max_same: int = 20000
     another speaker, of any group (impostors come from everywhere, so a group of one speaker is scored too)."""
     spk = np.asarray(speakers)
     own = np.flatnonzero(members)
-    i, j, same = trials(spk[own], seed, max_same)
-    i, j = own[i[same]], own[j[same]]
+    pairs = own[_same_pairs(spk[own], np.random.default_rng(seed), max_same)[0]]  # [P, 2] clips of ``members``
+    i, j = pairs[:, 0], pairs[:, 1]
     rng = np.random.default_rng(seed + 1)
     a, b = np.zeros(0, np.int64), np.zeros(0, np.int64)
     if len(i) and len(np.unique(spk)) > 1:

@@ -369,27 +369,22 @@ def write_audit_report(run: Path, cfg, audit: dict, log: Callable[[str], None] =
 def by_run(audits: dict[str, dict], attr: str) -> dict:
     """The audits of several runs (``{run name: audit}``, e.g. compare's variants) as one audit whose encoders are
     the runs (their pretrained encoder) and the baselines (from the first run that has each)."""
-    got: dict = {("rows", True): [], ("rows", False): [], ("leakage", True): [], ("leakage", False): []}
+    runs_rows: dict[str, list] = {"rows": [], "leakage": []}  # each run's pretrained encoder, renamed to the run
+    base_rows: dict[str, list] = {"rows": [], "leakage": []}  # each baseline once, from the first run with it
     base_from: dict = {}
     for name, a in audits.items():
         for key in ("rows", "leakage"):
             for r in a.get(key, []):
-                enc = r["encoder"]
-                if enc == "pretrained":
-                    got[(key, True)].append({**r, "encoder": name})
-                elif base_from.setdefault((key, enc), name) == name:
-                    got[(key, False)].append(dict(r))
-    rows = got[("rows", True)] + got[("rows", False)]  # the runs first, then the baselines
-    leaks = got[("leakage", True)] + got[("leakage", False)]
+                if r["encoder"] == "pretrained":
+                    runs_rows[key].append({**r, "encoder": name})
+                elif base_from.setdefault((key, r["encoder"]), name) == name:
+                    base_rows[key].append(dict(r))
+    rows = runs_rows["rows"] + base_rows["rows"]
+    leaks = runs_rows["leakage"] + base_rows["leakage"]
     first = next(iter(audits.values()), {})
     keep = ("data", "task", "min_group_size", "bootstrap", "ci", "seed")
     return {**{k: first.get(k) for k in keep}, "group_attr": attr, "runs": list(audits), "rows": rows,
             "gaps": group_gaps(rows), "leakage": leaks}  # fmt: skip
-
-
-def format_by_run(merged: dict) -> str:
-    """``format_audit`` of ``by_run``'s result: a column per run and baseline."""
-    return format_audit(merged)
 
 
 def compare_sections(out: Path, merged: dict) -> list:
@@ -401,5 +396,5 @@ def compare_sections(out: Path, merged: dict) -> list:
             ("Leakage", _leakage_block(merged))]  # fmt: skip
 
 
-__all__ = ["audit_chart", "by_run", "compare_sections", "format_audit", "format_by_run", "group_gaps",
+__all__ = ["audit_chart", "by_run", "compare_sections", "format_audit", "group_gaps",
            "write_audit_report"]  # fmt: skip

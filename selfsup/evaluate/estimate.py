@@ -1,0 +1,118 @@
+"""How long an evaluation should take, told before it starts (``estimate_phases``): feature extraction timed on a
+batch of test samples, the frozen probes timed on slices of their problem and scaled, fine-tuning from the time of
+a forward pass."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from selfsup.evaluate.features import extract_features
+from selfsup.evaluate.protocols import WEIGHT_DECAYS, knn_predict, logreg_loss_grad
+from selfsup.evaluate.sparse import sparse_baseline
+from selfsup.registry import PROTOCOLS
+
+
+def _probe_seconds(sizes: list[int], queries: int, dims: list[int], num_outputs: int) -> dict[str, float]:
+    """The frozen probes' cost, timed on slices of each problem at its real width and scaled: kNN per query as
+    a fixed part (top-k) plus a part per training sample, the linear probe per row and L-BFGS evaluation.
+    The probes' products are skinny (N x D by D x C) and run far below a square matmul's rate."""
+    gen = torch.Generator().manual_seed(0)
+    big = min(8192, max(sizes))
+    small = min(1024, big)
+    knn = linear = 0.0
+
+    def timed(fn, *args, repeat=1) -> float:
+        fn(*args)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            fn(*args)
+        return (time.perf_counter() - t0) / repeat
+
+    for d in dims:
+        x = torch.randn(big, d, generator=gen)
+        y = torch.randint(0, max(2, num_outputs), (big,), generator=gen)
+        q = x[:256]
+        t_small = timed(knn_predict, x[:small], y[:small], q, num_outputs) / len(q)
+        t_big = timed(knn_predict, x, y, q, num_outputs) / len(q)
+        per_n = max(0.0, t_big - t_small) / max(1, big - small)
+        knn += sum(queries * (max(0.0, t_small - per_n * small) + per_n * n) for n in sizes)
+        w = torch.zeros(d + 1, num_outputs)
+        xb = torch.cat([x, torch.ones(big, 1)], 1)
+        per_row = timed(logreg_loss_grad, xb, w, y, 0.0, repeat=3) / big
+        evals = len(WEIGHT_DECAYS) * 110  # L-BFGS: 100 iterations per L2 strength, ~1.1 evaluations each
+        linear += sum(per_row * n * evals for n in sizes)
+    return {"knn": knn, "linear": linear}
+
+
+def _tfidf_seconds(texts: dict, y_pool, sizes: list[int], queries: int, frozen: list[str], num_outputs: int,
+                   featurize=None) -> float:  # fmt: skip
+    """The sparse baseline's cost (TF-IDF; sequences: k-mer counts), timed on (up to) 1,000 pool documents and
+    scaled: the vectorizer per document, logistic regression per training row and C, kNN per query and row."""
+    from selfsup.evaluate.sparse import C_GRID, sparse_knn_predict
+
+    m = min(1000, len(texts["pool"]))
+    if m < 2:
+        return 0.0
+    t0 = time.perf_counter()
+    x = (featurize or sparse_baseline("text"))({"pool": texts["pool"][:m]})["pool"]
+    seconds = (time.perf_counter() - t0) / m * sum(len(v) for v in texts.values())
+    y = np.asarray(y_pool)[:m]
+    if "linear" in frozen and len(np.unique(y)) > 1:
+        from sklearn.linear_model import LogisticRegression
+
+        t0 = time.perf_counter()
+        LogisticRegression(C=max(C_GRID), max_iter=1000, tol=1e-4).fit(x, y)  # the slowest C of the grid
+        seconds += (time.perf_counter() - t0) / m * sum(sizes) * len(C_GRID)
+    if "knn" in frozen:
+        q = min(256, m)
+        t0 = time.perf_counter()
+        sparse_knn_predict(x, torch.as_tensor(y), x[:q], max(2, num_outputs))
+        seconds += (time.perf_counter() - t0) / (q * m) * queries * sum(sizes)
+    return seconds
+
+
+def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, texts=None, raw_kind="text"
+              ) -> dict[str, float]:  # fmt: skip
+    """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
+    test samples, the probes timed on a slice of their problem (text: the TF-IDF baseline timed on a slice of
+    the documents), fine-tuning steps at three forward passes per sample."""
+    n = min(ev.batch_size, len(splits["test"]))
+    x, lengths = splits["test"].x[:n], head_lengths(splits["test"].lengths, n)  # one batch as extraction runs them
+    enc = encoders["pretrained"]
+    extract_features(enc, x, len(x), device, lengths)  # warm-up at the same shape (a new shape builds new kernels)
+    t0 = time.perf_counter()
+    extract_features(enc, x, len(x), device, lengths)
+    per_sample = (time.perf_counter() - t0) / max(1, len(x))
+    total = sum(len(s) for s in splits.values())
+    sizes = [len(idx) for idx in subsets.values()]
+    queries = len(splits["val"]) + len(splits["test"])
+    raw_dims = [int(np.prod(splits["test"].x.shape[1:]))] if ev.baselines and texts is None else []
+    dims = [enc.dim] * len(encoders) + raw_dims
+    out = {}
+    frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
+    if frozen:
+        out["features"] = per_sample * total * len(encoders)
+    if frozen and getattr(task, "timed_probes", False):
+        probes = _probe_seconds(sizes, queries, dims, num_outputs)
+        out.update({p: probes[p] for p in ("knn", "linear") if p in frozen})
+        if texts is not None:
+            name = "k-mer counts" if raw_kind == "sequence" else "tf-idf"
+            out[name] = _tfidf_seconds(texts, splits["pool"].y, sizes, queries, frozen, num_outputs,
+                                       sparse_baseline(raw_kind))  # fmt: skip
+    tuned = len(encoders) if "finetune" in ev.protocols else (1 if ev.plot and ev.baselines else 0)
+    if tuned:
+        steps = [max(ev.finetune_min_steps, ev.finetune_epochs * -(-n // ev.finetune_batch_size)) for n in sizes]
+        steps = [min(s, ev.finetune_max_steps) if ev.finetune_max_steps else s for s in steps]
+        out["finetune"] = tuned * sum(steps) * min(ev.finetune_batch_size, max(sizes)) * 3 * per_sample
+    return out
+
+
+def head_lengths(lengths, n: int):
+    """The first ``n`` lengths (None stays None): timing a batch needs them, or padding counts as tokens."""
+    return None if lengths is None else lengths[:n]
+
+
+__all__ = ["estimate_phases", "head_lengths"]

@@ -145,8 +145,11 @@ class TrainConfig:
 # over 3e-3 and 3e-4 for the tiny text transformer, and LP-FT, which raised the pretrained encoder's validation
 # accuracy at 1% / 10% of IMDB's labels (docs/text-defaults.md).
 # (epochs, lr, LP-FT) per input kind; sequences: 10 epochs chosen on dna-splice's validation split over 3 and 30
-# (docs/sequences.md): its short rows need more passes than text's long documents
-FINETUNE_DEFAULTS = {"image": (10, 3e-3, False), "tokens": (3, 1e-3, True), "sequence": (10, 1e-3, True)}
+# (docs/sequences.md): its short rows need more passes than text's long documents. "KIND/TASK" keys hold a task's own
+# recipe on that input: speech to text (audio/ctc) trains a head from scratch over every frame and needs many more
+# passes than an utterance label; epochs and lr chosen on synth-speech's validation CER (docs/speech.md)
+FINETUNE_DEFAULTS = {"image": (10, 3e-3, False), "tokens": (3, 1e-3, True), "sequence": (10, 1e-3, True),
+                     "audio/ctc": (120, 3e-3, False)}  # fmt: skip
 
 
 @dataclass
@@ -195,8 +198,10 @@ class EvalConfig:
 
     def for_modality(self, kind: str) -> EvalConfig:
         """Fill the fine-tuning fields left open with the defaults of the run's input kind ("image", "tokens",
-        "sequence": tokens of residues or k-mers)."""
-        epochs, lr, probe_first = FINETUNE_DEFAULTS.get(kind, FINETUNE_DEFAULTS["image"])
+        "sequence": tokens of residues or k-mers; "audio"), or of that kind and ``task`` where they have their own
+        ("audio/ctc")."""
+        key = f"{kind}/{self.task}"
+        epochs, lr, probe_first = FINETUNE_DEFAULTS.get(key) or FINETUNE_DEFAULTS.get(kind, FINETUNE_DEFAULTS["image"])
         self.finetune_epochs = epochs if self.finetune_epochs is None else self.finetune_epochs
         self.finetune_lr = lr if self.finetune_lr is None else self.finetune_lr
         self.finetune_probe_first = probe_first if self.finetune_probe_first is None else self.finetune_probe_first

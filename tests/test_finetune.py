@@ -215,3 +215,7 @@ def test_finetune_defaults_follow_the_runs_input_kind_unless_set():
     assert fields(text) == FINETUNE_DEFAULTS["tokens"] == (3, 1e-3, True)
     mine = EvalConfig(finetune_epochs=5, finetune_lr=2e-4, finetune_probe_first=False).for_modality("tokens")
     assert fields(mine) == (5, 2e-4, False)
+    # a task with its own recipe on an input kind (speech to text), and the kind's for the other tasks
+    assert fields(EvalConfig(task="ctc").for_modality("audio")) == FINETUNE_DEFAULTS["audio/ctc"] == (120, 3e-3, False)
+    assert fields(EvalConfig(task="classify").for_modality("audio")) == FINETUNE_DEFAULTS["image"]
+    assert fields(EvalConfig(task="ctc", finetune_epochs=7).for_modality("audio"))[0] == 7

@@ -75,7 +75,7 @@ def _tfidf_seconds(texts: dict, y_pool, sizes: list[int], queries: int, frozen: 
 
 
 def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, texts=None, raw_kind="text"
-              ) -> dict[str, float]:  # fmt: skip
+                    ) -> dict[str, float]:  # fmt: skip
     """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
     test samples, the probes timed on a slice of their problem (text: the TF-IDF baseline timed on a slice of
     the documents), fine-tuning steps at three forward passes per sample."""

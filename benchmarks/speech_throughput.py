@@ -206,7 +206,7 @@ class _Utterances:
         clip = clip[: self.crop] if self.crop else clip
         wave = torch.from_numpy(np.asarray(clip, dtype=np.float32) * (1.0 / 32768.0))
         with torch.no_grad():
-            frames, _ = self.logmel(wave[None])  # [1, F, M], normalized over the clip (CMVN)
+            frames, _ = self.logmel(wave[None])  # [1, F, M], normalized over the clip
         clean = frames[0].numpy()
         altered, where = self.alter(clean, np.random.default_rng((self.seed, j)))
         return torch.from_numpy(altered), torch.from_numpy(clean), torch.from_numpy(where)

@@ -121,7 +121,12 @@ def load_config(run_dir: str | Path) -> RunConfig:
     run = Path(run_dir)
     if not (run / CONFIG).is_file():
         raise UserError(f"{run} is not a run folder (no {CONFIG}); pass the --out folder of `selfsup pretrain`")
-    return load_yaml(run / CONFIG)
+    cfg = load_yaml(run / CONFIG)
+    if cfg.encoder.name and cfg.encoder.params:  # resolved when saved; fields added since take their old values
+        from selfsup.encoders import saved_params
+
+        cfg.encoder.params = saved_params(cfg.encoder.name, cfg.encoder.params)
+    return cfg
 
 
 def write_encoder_json(run_dir: Path, name: str, spec, params: dict, weights: str = "encoder") -> None:
@@ -140,9 +145,13 @@ def read_encoder_json(run_dir: str | Path) -> dict:
                         "pretrain it again")  # fmt: skip
     try:
         info = json.loads(path.read_text())
-        return {k: info[k] for k in ("builder", "spec", "params", "weights")}
+        info = {k: info[k] for k in ("builder", "spec", "params", "weights")}
+        params = dict(info["params"])
     except (ValueError, KeyError, TypeError):
         raise UserError(f"{path} is damaged; delete the run folder and pretrain again") from None
+    from selfsup.encoders import saved_params
+
+    return {**info, "params": saved_params(info["builder"], params)}
 
 
 def build_run_encoder(run_dir: str | Path, seed: int = 0):

@@ -204,11 +204,13 @@ def test_the_loss_is_the_library_nt_xent_of_the_projected_pooled_features():
 
 def test_speaker_contrastive_learns_features_that_separate_speakers():
     """60 steps on 8 harmonic 'speakers': k-NN speaker accuracy of held-out clips' pooled features beats the same
-    encoder at random init by a wide margin."""
+    encoder at random init by a wide margin. Per-bin normalization: it removes each clip's average spectrum, which
+    tells these speakers apart at random init (91% under the default per-clip normalization), so what separates
+    them here is learned."""
     x, lengths, _ = speakers(8, 32, 1)
     train, test = speakers(8, 10, 2), speakers(8, 10, 3)
     torch.manual_seed(0)
-    encoder = build_encoder("speech_transformer", SPEC, LEARN)
+    encoder = build_encoder("speech_transformer", SPEC, {**LEARN, "norm": "bin"})
     m = SpeakerContrastive(encoder, SpeakerContrastiveParams(segment_seconds=0.5), SPEC)
     before = knn_accuracy(m.encoder, train, test)
     train_steps(m, x, lengths, 60)
@@ -371,11 +373,12 @@ def test_the_trainer_prepares_once_and_a_resumed_run_restores_the_centroids(tmp_
 def test_hubert_learns_to_predict_masked_units():
     """120 steps on harmonic 'speakers' (50 units, for a short run): on held-out clips the accuracy at masked tokens
     beats always answering the most frequent unit, and the pooled features separate speakers better than at
-    random init."""
+    random init (per-bin normalization, as in the speaker-contrastive test above)."""
     x, lengths, _ = speakers(8, 32, 1)
     train, test = speakers(8, 10, 2), speakers(8, 10, 3)
     torch.manual_seed(0)
-    m = HuBERT(build_encoder("speech_transformer", SPEC, LEARN), HuBERTParams(num_clusters=50), SPEC)
+    encoder = build_encoder("speech_transformer", SPEC, {**LEARN, "norm": "bin"})
+    m = HuBERT(encoder, HuBERTParams(num_clusters=50), SPEC)
     fitted(m, x, lengths, 5)
     before = knn_accuracy(m.encoder, train, test)
     train_steps(m, x, lengths, 120)

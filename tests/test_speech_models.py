@@ -10,6 +10,7 @@ from selfsup.config import RunConfig, resolve
 from selfsup.data import Dataset, Split
 from selfsup.data.spec import AudioSpec, random_samples
 from selfsup.encoders import build_encoder, resolve_encoder_params
+from selfsup.encoders.speech import LogMel
 from selfsup.errors import UserError
 from selfsup.methods import build_method
 from selfsup.methods.tera import TERA, TERAParams, masked_l1
@@ -61,8 +62,9 @@ def test_frame_and_token_lengths_follow_the_formulas():
     assert enc(x[:2]).lengths.tolist() == [-(-201 // 4)] * 2  # no lengths: every sample full
 
 
-def test_normalization_reads_valid_frames_only():
-    enc = build_encoder("speech_transformer", SPEC, SMALL)
+@pytest.mark.parametrize("norm", ["bin", "clip"])
+def test_normalization_reads_valid_frames_only(norm):
+    enc = build_encoder("speech_transformer", SPEC, {**SMALL, "norm": norm})
     x, lengths = random_samples(SPEC, 5, gen(1))
     x = x * torch.linspace(0.2, 3, 32000)  # loudness varies, so the statistics depend on which frames count
     garbage = x.clone()
@@ -71,14 +73,37 @@ def test_normalization_reads_valid_frames_only():
     assert torch.equal(frames, enc.features(garbage, lengths)[0])
     for i in range(5):
         valid = frames[i, : n[i]]
-        assert torch.allclose(valid.mean(0), torch.zeros(80), atol=1e-4)
-        assert torch.allclose(valid.var(0, unbiased=False), torch.ones(80), atol=1e-2)
+        over = 0 if norm == "bin" else (0, 1)  # each bin's statistics, or the clip's
+        assert torch.allclose(valid.mean(over), torch.zeros(()), atol=1e-4)
+        assert torch.allclose(valid.var(over, unbiased=False), torch.ones(()), atol=1e-2)
         assert (frames[i, n[i] :] == 0).all()
         alone, n_alone = enc.features(x[i : i + 1, : lengths[i]], lengths[i : i + 1])
         assert n_alone.item() == n[i] and torch.allclose(alone[0], valid, atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [SMALL, {"size": "tiny"}])
+def test_clip_normalization_keeps_the_spectral_shape_and_drops_the_gain():
+    enc = build_encoder("speech_transformer", SPEC, {**SMALL, "norm": "clip"})
+    x, lengths = random_samples(SPEC, 4, gen(3))
+    lowpassed = x.clone()
+    lowpassed[:, 1:] += x[:, :-1]  # a different spectral tilt: more energy in the low bins
+    frames, n = enc.features(x, lengths)
+    louder = enc.features(4.0 * x, lengths)[0]  # +12 dB: a constant in log power, removed
+    tilted = enc.features(lowpassed, lengths)[0]
+    per_bin = LogMel(SPEC, "bin")(x, lengths)[0]
+    for i in range(4):
+        valid = frames[i, : n[i]]
+        assert abs(valid.mean().item()) < 1e-4 and abs(valid.var(unbiased=False).item() - 1) < 1e-2
+        assert torch.allclose(louder[i, : n[i]], valid, atol=1e-3)
+        assert (frames[i, n[i] :] == 0).all()
+        # the clip's average spectrum survives (it is the speaker cue per-bin normalization removes)
+        assert valid.mean(0).std() > 0.1 and per_bin[i, : n[i]].mean(0).abs().max() < 1e-4
+        low_minus_high = tilted[i, : n[i], :10].mean() - tilted[i, : n[i], -10:].mean()
+        assert low_minus_high > valid[:, :10].mean() - valid[:, -10:].mean()
+    with pytest.raises(UserError, match="encoder.norm"):
+        resolve_encoder_params("speech_transformer", SPEC, {"norm": "frame"})
+
+
+@pytest.mark.parametrize("size", [SMALL, {"size": "tiny"}, {**SMALL, "norm": "bin"}])
 def test_a_clip_alone_and_in_a_padded_batch_has_the_same_features(size):
     torch.manual_seed(0)
     enc = build_encoder("speech_transformer", SPEC, size).eval()

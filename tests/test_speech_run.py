@@ -11,6 +11,7 @@ import torch
 from selfsup.cli import main
 from selfsup.data.spec import AudioSpec
 from selfsup.evaluate.mfcc import N_MFCC, dct_matrix, mfcc_stats
+from selfsup.runs import load_config, load_encoder, read_encoder_json
 
 SMALL = ["--set", "encoder.dim=32", "--set", "encoder.depth=1", "--set", "encoder.heads=2",
          "--set", "encoder.conv_channels=8"]  # fmt: skip
@@ -48,6 +49,15 @@ def test_tera_pretrains_and_evaluates_speaker_id_on_an_audio_folder(speakers, tm
     test = {(r["protocol"], r["encoder"]): r["value"] for r in rows if r["split"] == "test"}
     assert set(test) == {(p, e) for p in ("knn", "linear") for e in ("pretrained", "random_init", "raw")}
     assert test[("linear", "raw")] >= 0.9  # four pitches: MFCC statistics separate them
+
+    # a run written before encoder.norm existed normalized per bin: read back, it still does (and resumes so)
+    assert load_config(run).encoder.params["norm"] == "clip" == read_encoder_json(run)["params"]["norm"]
+    info = json.loads((run / "encoder.json").read_text())
+    del info["params"]["norm"]
+    (run / "encoder.json").write_text(json.dumps(info))
+    lines = (run / "config.yaml").read_text().splitlines(keepends=True)
+    (run / "config.yaml").write_text("".join(line for line in lines if line.strip() != "norm: clip"))
+    assert load_config(run).encoder.params["norm"] == "bin" == load_encoder(run).input.norm
 
 
 def test_mfcc_statistics():

@@ -57,6 +57,14 @@ def build_encoder(name: str, spec, params=None) -> Encoder:
     return builder(spec, resolved)
 
 
+def saved_params(name: str, params: dict) -> dict:
+    """Encoder params read back from a run folder or an export: a field added after the folder was written takes
+    the value that rebuilds what was trained (the builder's ``Params.BEFORE_FIELD``), not today's default."""
+    builder = ENCODERS.get(name) if name in ENCODERS else None
+    before = getattr(getattr(builder, "Params", None), "BEFORE_FIELD", {})
+    return {**{k: v for k, v in before.items() if k not in params}, **params}
+
+
 def describe_encoder(name: str, params: dict) -> str:
     """'resnet18 width 16', 'vit_tiny dim 96 depth 6 patch_size 4', 'text_transformer size tiny dim 128 depth 2
     causal': the fields that say an encoder's size and kind (a True flag by its name alone, a False one not)."""
@@ -76,4 +84,4 @@ def encoder_fields(name: str) -> set[str]:
 
 
 __all__ = ["Encoder", "Features", "ImageInput", "build_encoder", "describe_encoder", "encoder_fields", "encoder_params",
-           "masked_mean", "padding_mask", "resolve_encoder_params"]  # fmt: skip
+           "masked_mean", "padding_mask", "resolve_encoder_params", "saved_params"]  # fmt: skip

@@ -7,8 +7,10 @@ Front end, computed in float32 on the input's device, batched:
    HTK-mel filters from 0 Hz to Nyquist (torchaudio's ``MelSpectrogram(norm=None, mel_scale="htk")``), then
    ``log(mel + 1e-6)``. The edges are padded with zeros, not reflected: a clip's last frames then read the same
    zeros whether the clip is alone or followed by batch padding.
-2. per-utterance mean / variance normalization of each mel bin over the clip's valid frames (the CMVN of
-   TERA's and Mockingjay's inputs); padded frames are zero and never enter the statistics.
+2. per-utterance normalization over the clip's valid frames (``norm``): by default ``clip``, one mean and
+   variance over every bin and frame, which removes the recording's gain but keeps its average spectrum (a
+   speaker cue); ``bin`` normalizes each mel bin on its own (the CMVN of TERA's and Mockingjay's inputs), which
+   removes that average spectrum. Padded frames are zero and never enter the statistics.
 3. convolutional subsampling 4x in time (and in frequency), as the speech transformers / conformers of
    ESPnet (Dong et al. 2018; Gulati et al. 2020): two 3x3 convolutions of stride 2, each followed by ReLU, then a
    linear projection of the channels x remaining bins to ``dim``. Padding 1, so ``F`` frames give
@@ -49,6 +51,13 @@ SIZES = {"tiny": (144, 4, 4, 64), "small": (256, 6, 4, 128), "base": (768, 12, 1
 DEVICE_SIZE = {"cpu": "tiny", "cuda": "base"}
 LOG_EPS = 1e-6  # log(mel + 1e-6)
 VAR_EPS = 1e-5  # normalization: (x - mean) / sqrt(var + 1e-5)
+NORMS = ("clip", "bin")  # log-mel normalization; the first is the default (chosen on validation: docs/speech.md)
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise UserError(f"encoder.norm={norm!r} is not one of {', '.join(NORMS)}")
+    return norm
 
 
 @dataclass
@@ -59,8 +68,10 @@ class SpeechTransformerParams:
     heads: int | None = None  # None: the size's, or dim // 64 (at least 1) for another dim
     mlp_ratio: float = 4.0
     conv_channels: int | None = None  # channels of the subsampling convolutions; None: the size's
+    norm: str = NORMS[0]  # log-mel normalization per clip: clip (one mean and variance) | bin (each mel bin's)
 
     SHOWN = ("size", "dim", "depth")
+    BEFORE_FIELD = {"norm": "bin"}  # runs written before ``norm`` existed normalized per bin
 
     def resolve(self, spec: AudioSpec, device_type: str, name: str = "speech_transformer") -> SpeechTransformerParams:
         size = self.size or DEVICE_SIZE.get(device_type, "small")
@@ -79,7 +90,8 @@ class SpeechTransformerParams:
         if dim % heads:
             raise UserError(f"encoder.heads={heads} does not divide encoder.dim={dim}; "
                             f"pass --set encoder.heads=N with N a divisor of {dim}")  # fmt: skip
-        return SpeechTransformerParams(size, dim, depth, heads, self.mlp_ratio, conv)
+        check_norm(self.norm)
+        return SpeechTransformerParams(size, dim, depth, heads, self.mlp_ratio, conv, self.norm)
 
     def size_note(self, name: str, device_type: str) -> str | None:
         if device_type == "cuda" or self.size is not None or (self.dim is not None and self.depth is not None):
@@ -115,11 +127,15 @@ def dct_matrix(n_in: int, n_out: int) -> torch.Tensor:
 
 class LogMel(nn.Module):
     """Waveforms [B, T] (+ lengths [B] in samples) -> (per-utterance normalized log-mel [B, F, n_mels], frame
-    lengths [B]); F = 1 + T // hop, frame lengths 1 + length // hop, padded frames zero. No parameters."""
+    lengths [B]); F = 1 + T // hop, frame lengths 1 + length // hop, padded frames zero. No parameters.
 
-    def __init__(self, spec: AudioSpec):
+    ``norm``: ``bin`` normalizes each mel bin by its own mean and variance over the clip's frames (CMVN); ``clip``
+    by one mean and variance over all bins and frames of the clip, which removes the gain (a constant in log
+    power) but keeps the clip's average spectral shape."""
+
+    def __init__(self, spec: AudioSpec, norm: str = NORMS[0]):
         super().__init__()
-        self.spec = spec
+        self.spec, self.norm = spec, check_norm(norm)
         self.register_buffer("window", torch.hann_window(spec.win), persistent=False)
         fb = mel_filterbank(spec.win // 2 + 1, spec.n_mels, spec.sample_rate)
         self.register_buffer("fbank", fb.float(), persistent=False)  # [K, n_mels]
@@ -145,9 +161,10 @@ class LogMel(nn.Module):
             x = self.logmel(wave)  # [B, F, M]
             frames = self.spec.frames(lengths)  # [B]
             valid = padding_mask(frames, x.shape[1]).unsqueeze(-1).float()  # [B, F, 1]
-            n = valid.sum(1, keepdim=True)  # [B, 1, 1]
-            mean = (x * valid).sum(1, keepdim=True) / n
-            var = ((x - mean).square() * valid).sum(1, keepdim=True) / n
+            dims = (1,) if self.norm == "bin" else (1, 2)  # statistics per bin [B, 1, M] or per clip [B, 1, 1]
+            n = valid.sum(1, keepdim=True) * (1 if self.norm == "bin" else x.shape[2])  # [B, 1, 1]
+            mean = (x * valid).sum(dims, keepdim=True) / n
+            var = ((x - mean).square() * valid).sum(dims, keepdim=True) / n
             return (x - mean) * torch.rsqrt(var + VAR_EPS) * valid, frames
 
 
@@ -185,10 +202,10 @@ class SpeechTransformer(Encoder):
     subsample = ConvSubsample.factor  # frames per token: frame f is read into token f // subsample
 
     def __init__(self, spec: AudioSpec, dim: int = 144, depth: int = 4, heads: int = 4, mlp_ratio: float = 4.0,
-                 conv_channels: int = 64):  # fmt: skip
+                 conv_channels: int = 64, norm: str = NORMS[0]):  # fmt: skip
         super().__init__()
         self.spec, self.dim, self.n_mels = spec, dim, spec.n_mels
-        self.input = LogMel(spec)
+        self.input = LogMel(spec, norm)
         self.subsampling = ConvSubsample(spec.n_mels, conv_channels, dim)
         self.transformer = Transformer(dim, depth, heads, mlp_ratio)
         init_weights(self.subsampling.proj)
@@ -226,7 +243,8 @@ class SpeechTransformer(Encoder):
 
 
 def _build(spec: AudioSpec, params: SpeechTransformerParams) -> SpeechTransformer:
-    return SpeechTransformer(spec, params.dim, params.depth, params.heads, params.mlp_ratio, params.conv_channels)
+    return SpeechTransformer(spec, params.dim, params.depth, params.heads, params.mlp_ratio, params.conv_channels,
+                             params.norm)  # fmt: skip
 
 
 _build.Params, _build.spec_kind = SpeechTransformerParams, "audio"

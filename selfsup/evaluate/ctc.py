@@ -12,9 +12,10 @@
 - Decoding: greedy (argmax per token, repeats collapsed, blanks dropped); nothing to choose.
 - Metrics: CER (the task's metric) and WER, each a row: the edit distances summed over the split, divided by
   the reference's characters (words). An empty output scores CER 1 (every character deleted).
-- Raw-input baseline: the encoder's own front end without the network: per-utterance normalized log-mel frames
-  (``LogMel``), 4 consecutive frames stacked into one 320-d vector per token (the encoder's token rate), under
-  the same linear head.
+- Raw-input baseline: the encoder's own front end without the network: log-mel frames with each mel bin
+  normalized over the utterance (``LogMel(spec, "bin")``, the CMVN of speech recognizers, whatever the encoder's
+  ``norm``), 4 consecutive frames stacked into one 320-d vector per token (the encoder's token rate), under the
+  same linear head.
 - Data (``splits``): synth-speech's ``ctc_train`` / ``ctc_test`` (unseen speakers reading unseen sentences at
   test); an audio folder's transcribed clips (``load_audio_folder(labels="transcript")``). Validation: a seeded
   set of whole training speakers (about ``eval.val_fraction`` of the utterances), so that it is made of unseen
@@ -140,11 +141,12 @@ def ctc_loss(logits: Tensor, lengths: Tensor, y: SequenceLabels, reduction: str 
 
 
 def logmel_tokens(x, spec, batch_size: int = 64) -> TokenFeatures:
-    """The raw-input baseline's features: per-utterance normalized log-mel frames, ``STACK`` consecutive frames
-    concatenated per token (zeros past the clip) -> TokenFeatures [ceil(F / STACK), STACK * n_mels] per clip."""
+    """The raw-input baseline's features: log-mel frames normalized per bin over the utterance, ``STACK``
+    consecutive frames concatenated per token (zeros past the clip) -> TokenFeatures [ceil(F / STACK),
+    STACK * n_mels] per clip."""
     from selfsup.encoders.speech import LogMel
 
-    front, parts = LogMel(spec), []
+    front, parts = LogMel(spec, "bin"), []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             wave, lengths = x[i : i + batch_size].batch()

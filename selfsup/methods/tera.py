@@ -26,7 +26,9 @@ Local changes and why:
 
 * the encoder is ``speech_transformer`` (pre-norm, convolutional 4x subsampling, no dropout): the head predicts
   ``subsample x n_mels`` values per token, the ``subsample`` frames the token was read from (Mockingjay's
-  prediction under its 3x frame stacking, at 4x), reshaped back to frame rate;
+  prediction under its 3x frame stacking, at 4x), reshaped back to frame rate; its log-mel is normalized per
+  clip by default, not per bin as the paper's CMVN (``--set encoder.norm=bin`` is the paper's; the default was
+  chosen on validation over speaker and speech-to-text tasks, docs/speech.md);
 * run starts are drawn independently per frame (``select_spans``: ``select_tokens``' span mode, the start
   probability raised so overlapping runs still hide ~15%), where the reference draws round(0.15 F / 7)
   distinct starts; runs never reach padding;

@@ -162,7 +162,7 @@ class LogMel(nn.Module):
             frames = self.spec.frames(lengths)  # [B]
             valid = padding_mask(frames, x.shape[1]).unsqueeze(-1).float()  # [B, F, 1]
             dims = (1,) if self.norm == "bin" else (1, 2)  # statistics per bin [B, 1, M] or per clip [B, 1, 1]
-            n = valid.sum(1, keepdim=True) * (1 if self.norm == "bin" else x.shape[2])  # [B, 1, 1]
+            n = valid.expand_as(x).sum(dims, keepdim=True)
             mean = (x * valid).sum(dims, keepdim=True) / n
             var = ((x - mean).square() * valid).sum(dims, keepdim=True) / n
             return (x - mean) * torch.rsqrt(var + VAR_EPS) * valid, frames

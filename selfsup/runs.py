@@ -126,6 +126,8 @@ def load_config(run_dir: str | Path) -> RunConfig:
         from selfsup.encoders import saved_params
 
         cfg.encoder.params = saved_params(cfg.encoder.name, cfg.encoder.params)
+    if cfg.train.group_by_length is None:  # saved resolved: only a run written before the field lacks it
+        cfg.train.group_by_length = False
     return cfg
 
 

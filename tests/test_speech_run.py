@@ -60,6 +60,32 @@ def test_tera_pretrains_and_evaluates_speaker_id_on_an_audio_folder(speakers, tm
     assert load_config(run).encoder.params["norm"] == "bin" == load_encoder(run).input.norm
 
 
+def test_grouped_batches_resume_to_the_same_weights(speakers, tmp_path, cache_root):
+    """tera groups its batches by clip length; a run stopped after a checkpoint resumes to the weights of the
+    uninterrupted run. A run written before train.group_by_length existed resumes with random batches."""
+    import shutil
+
+    from selfsup.runs import latest_checkpoint, load_weights
+
+    ref = tmp_path / "ref"
+    args = ["pretrain", "--data", str(speakers), "--method", "tera", "--budget", "6steps", "--batch-size", "8",
+            "--device", "cpu", "--checkpoint-every", "3steps", *SMALL]  # fmt: skip
+    assert main([*args, "--out", str(ref)]) == 0
+    assert load_config(ref).train.group_by_length is True
+    stopped = tmp_path / "stopped"
+    assert main([*args, "--out", str(stopped)]) == 0
+    shutil.rmtree(latest_checkpoint(stopped))  # as if killed after step 3's checkpoint
+    (stopped / "checkpoints" / "latest").write_text("step-000003\n")
+    assert main(["pretrain", "--resume", str(stopped)]) == 0
+    want, got = load_weights(latest_checkpoint(ref)), load_weights(latest_checkpoint(stopped))
+    assert latest_checkpoint(stopped).name == latest_checkpoint(ref).name
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+    lines = (ref / "config.yaml").read_text().splitlines(keepends=True)
+    (ref / "config.yaml").write_text("".join(line for line in lines if "group_by_length" not in line))
+    assert load_config(ref).train.group_by_length is False
+
+
 def test_mfcc_statistics():
     d = dct_matrix(80, N_MFCC)
     assert torch.allclose(d.T @ d, torch.eye(N_MFCC), atol=1e-5)  # orthonormal columns

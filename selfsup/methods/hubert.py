@@ -180,6 +180,7 @@ class HuBERT(nn.Module):
     modality = "audio"
     Params = HuBERTParams
     defaults = dict(TERA.defaults)  # tera's optimizer, batch and lr (unmeasured for hubert)
+    group_by_length = True  # reads whole clips: batches of similar lengths pad less (selfsup.data.batching)
     default_encoder = "speech_transformer"
 
     def __init__(self, encoder: nn.Module, params: HuBERTParams, spec):

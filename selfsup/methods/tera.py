@@ -109,6 +109,7 @@ class TERA(nn.Module):
     # lr per 256 utterances: the paper's 2e-4 at batch 32; on a CPU (tiny encoder) 1e-3 at 32. Unmeasured.
     defaults = {"optimizer": "adamw", "lr": 1.6e-3, "weight_decay": 0.01, "batch_size": 32, "cpu_batch_size": 32,
                 "cpu_lr": 8e-3}  # fmt: skip
+    group_by_length = True  # reads whole clips: batches of similar lengths pad less (selfsup.data.batching)
     default_encoder = "speech_transformer"
 
     def __init__(self, encoder: nn.Module, params: TERAParams, spec):

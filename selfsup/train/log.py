@@ -79,11 +79,14 @@ def write_cost(run_dir: Path, c: dict, batch_size: int, device: torch.device, wo
     """``cost.json``: the whole run's figures, summed over its resumed segments.
 
     ``wall_s`` is time spent in training steps and checkpoints; ``calibration_s`` the time spent timing
-    steps to size a duration budget (part of the budget, not of ``wall_s``)."""
+    steps to size a duration budget (part of the budget, not of ``wall_s``). ``flops``: one step counted by
+    torch's FLOP counter times the steps, or (ragged inputs, ``c["flops"]``) scaled by each step's padded
+    input size."""
     from selfsup.runs import atomic_write_text
 
     per_step = c.get("flops_per_step")
-    flops = None if per_step is None else per_step * c["steps"]
+    flops = c.get("flops") or (None if per_step is None else per_step * c["steps"])
+    per_step = None if flops is None else round(flops / max(1, c["steps"]))  # the mean step (ragged inputs vary)
     cost = {"wall_s": round(c["wall_s"], 2), "calibration_s": round(c.get("calibration_s", 0.0), 2),
             "steps": c["steps"], "samples": c["samples"],
             "samples_per_s": round(c["samples"] / max(c["wall_s"], 1e-9), 2),

@@ -13,7 +13,9 @@ the step of the re-plan; ``--config RUN/config.yaml`` repeats the run exactly.
 
 Determinism: the batch order depends only on (seed, epoch) and the views' random numbers only on
 (seed, step, rank, micro-batch), so a resumed run needs nothing but the weights, the optimizer state
-and the step to continue exactly where an uninterrupted run would be.
+and the step to continue exactly where an uninterrupted run would be. Ragged inputs (audio clips) under
+``train.group_by_length`` (the method's choice: tera and hubert) reorder each epoch's permutation into
+batches of similar lengths (``selfsup.data.batching``), from the same seed.
 
 Groups (``selfsup.data.groups``): ``data.pretrain_groups`` resamples the loaded training split to the given
 shares of one attribute at its own size, seeded by ``train.seed``, before the data is prepared (a resumed run
@@ -42,6 +44,7 @@ from selfsup import distributed as D
 from selfsup import runs
 from selfsup.config import RunConfig, parse_budget, resolve
 from selfsup.data import load_configured, prepare
+from selfsup.data.batching import GROUP_BATCHES, length_grouped, padding_fraction
 from selfsup.data.groups import balanced_weights, check_groups, parse_group_shares, resample_split
 from selfsup.errors import TrainingDiverged, UserError
 from selfsup.fmt import fmt_duration
@@ -111,6 +114,14 @@ class Trainer:
             self.lengths = None if split.lengths is None else torch.from_numpy(np.array(split.lengths)).to(device)
         self._perm_cache: tuple[int, torch.Tensor] | None = None
         self._weights = self._balance_weights(split)  # [N] float64, or None: a permutation per epoch
+        # clip lengths [N] when batches are grouped by length (ragged inputs, train.group_by_length), else None
+        self._group_lengths = split.x.lengths if self.ragged and t.group_by_length else None
+        if self._group_lengths is not None:
+            plain = self._epoch_order(0, grouped=False)
+            self._say(f"batches grouped by length ({GROUP_BATCHES} batches sorted at a time): padding "
+                      f"{padding_fraction(plain, self._group_lengths, t.batch_size):.0%} of a random batch -> "
+                      f"{padding_fraction(self._epoch_order(0), self._group_lengths, t.batch_size):.0%}; "
+                      "--set train.group_by_length=false for random batches")  # fmt: skip
 
         self.start_step = 0
         self.cost = {"wall_s": 0.0, "calibration_s": 0.0, "steps": 0, "samples": 0, "peak_memory_bytes": 0,
@@ -169,14 +180,33 @@ class Trainer:
         order is a seeded permutation, or with ``data.balance_by`` a seeded weighted draw of N with replacement."""
         epoch, pos = divmod(step, self.steps_per_epoch)
         if self._perm_cache is None or self._perm_cache[0] != epoch:
-            g = torch.Generator().manual_seed(_seed_for(self.cfg.train.seed, epoch))
-            order = torch.randperm(self.n, generator=g) if self._weights is None else torch.multinomial(
-                self._weights, self.n, replacement=True, generator=g)  # fmt: skip
-            self._perm_cache = (epoch, order)  # [N]
+            self._perm_cache = (epoch, self._epoch_order(epoch))  # [N]
         bs = self.cfg.train.batch_size
         idx = self._perm_cache[1][pos * bs : (pos + 1) * bs]
         share = bs // self.world
         return idx[self.rank * share : (self.rank + 1) * share]
+
+    def _epoch_order(self, epoch: int, grouped: bool = True) -> torch.Tensor:
+        """The samples of ``epoch`` in order [N]: a seeded permutation (or weighted draw), its batches grouped by
+        length where ``train.group_by_length`` asks (``selfsup.data.batching``)."""
+        g = torch.Generator().manual_seed(_seed_for(self.cfg.train.seed, epoch))
+        order = torch.randperm(self.n, generator=g) if self._weights is None else torch.multinomial(
+            self._weights, self.n, replacement=True, generator=g)  # fmt: skip
+        if grouped and self._group_lengths is not None:
+            order = length_grouped(order, self._group_lengths, self.cfg.train.batch_size, g)
+        return order
+
+    def _padded_sizes(self, total: int) -> np.ndarray:
+        """Ragged inputs: each of the steps [0, total)'s input size with its padding, every micro-batch's rows x
+        its longest clip summed over the ranks and accumulation steps (the batches are a function of the seed
+        and the epoch) -> int64 [total]."""
+        lengths = torch.as_tensor(np.asarray(self.data.lengths, dtype=np.int64))
+        bs, micro, per = self.cfg.train.batch_size, self.micro, self.steps_per_epoch
+        sizes = []
+        for epoch in range((total + per - 1) // per):
+            order = self._epoch_order(epoch)[: per * bs].view(per, bs // micro, micro)
+            sizes.append((lengths[order].max(-1).values * micro).sum(-1))  # [per]
+        return torch.cat(sizes)[:total].numpy()
 
     def _views(self, step: int, micro: int, idx: torch.Tensor):
         if self.ragged:
@@ -205,6 +235,7 @@ class Trainer:
         finally:
             self.model = model
         self.cost["flops_per_step"] = int(counter.get_total_flops()) * self.world
+        self.cost["flops_step"] = step  # ragged inputs: the other steps are scaled by their padded size
         return result
 
     def _step(self, step: int, lr: float, total: int):
@@ -411,6 +442,10 @@ class Trainer:
         if self.rank != 0:
             return
         c = self._segment_cost(self.total)
+        if self.ragged and c.get("flops_per_step") and c.get("flops_step") is not None:
+            # a step's FLOPs grow with its padded input (rows x longest clip): scaled from the counted step
+            sizes = self._padded_sizes(self.total)
+            c["flops"] = int(c["flops_per_step"] * sizes.sum() / sizes[c["flops_step"]])
         write_cost(self.run_dir, c, self.cfg.train.batch_size, self.device, self.world, self.channels_last)
 
 

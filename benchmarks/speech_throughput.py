@@ -2,12 +2,14 @@
 
 Both sides train the same network from the same initial weights: TERA (selfsup ``tera``, its ``SpecHead`` and
 L1 loss at the altered positions) on selfsup's ``speech_transformer`` (``--size``: tiny on CPU, base on CUDA),
-on the same clips in the same batches (a seeded permutation of the synth-speech train clips), with the same
+on the same clips (seeded permutations of the synth-speech train clips), with the same
 optimizer (selfsup's ``build_optimizer("adamw")``, TERA's lr per 256 utterances and weight decay), the same
 memory format (``selfsup.precision.channels_last_for``) and bf16 autocast on CUDA. What differs is the input
 pipeline:
 
-* selfsup -- stepped as ``selfsup.train.loop.Trainer`` steps a method: the clips of a step zero-padded into
+* selfsup -- stepped as ``selfsup.train.loop.Trainer`` steps a method: its batches grouped by length as the
+  Trainer groups tera's (``selfsup.data.batching.length_grouped``: 50 batches of the permutation sorted by length
+  at a time, the batches shuffled), the clips of a step zero-padded into
   one float batch [B, T] + lengths (``Waveforms.batch``), moved to the device, ``TERA.views(x, generator,
   lengths)`` under no_grad (log-mel, per-utterance normalization and all three alterations, batched on the
   device, no per-utterance Python), forward, backward, the finite check of the loss and the gradient norm, step.
@@ -19,12 +21,16 @@ pipeline:
   that pads the frames, the clean targets and the altered-position masks; ``--workers`` loader processes
   (one pipeline per value). Then the plain model's forward on the pre-made frames (``TERA.reconstruct``:
   ``encode_frames`` + the head, and ``masked_l1``), backward, ``clip_grad_norm_`` at 5 (TERA's configuration)
-  with a finite check, step.
+  with a finite check, step. Its batches are random, as a DataLoader with ``shuffle=True`` draws them.
+* two more pipelines split the difference: ``selfsup-random``, selfsup on the random batches
+  (``train.group_by_length=false``), and ``baseline-grouped``, the baseline fed selfsup's grouped batches.
 
 Each pipeline runs in its own subprocess (benchmarks/procs.py: peak RSS and PSS of its process tree from /proc,
 the other processes' load; on CPU the pipelines take turns of ``--slice`` seconds, the others stopped).
 Reported: frames/s (valid 10 ms log-mel frames of the clips per second over the timed steps: 1 + samples // 160
-per clip, padding not counted), the ratio selfsup / baseline, peak memory, the machine and the versions.
+per clip, padding not counted), the share of valid frames in the padded batches, the ratio selfsup / each
+other pipeline (the headline: against the fastest baseline on random batches), peak memory, the machine and the
+versions.
 Without synth-speech in selfsup's cache (``selfsup data get synth-speech``), or with ``--synthetic``, the clips
 are synthetic harmonic "voices", flagged as such in the output.
 
@@ -47,6 +53,7 @@ import harness
 from procs import memory_method, peak_memory, run_round, timed_steps
 
 SELFSUP, BASELINE = "selfsup", "baseline"
+SELFSUP_RANDOM, GROUPED = "selfsup-random", "-grouped"  # selfsup on random batches; a baseline fed grouped batches
 SIZES = ("tiny", "small", "base")
 CLIP_NORM = 5.0  # TERA's released configuration (gradient_clipping), as s3prl's runner applies it
 SYNTHETIC_CLIPS = 256  # at most this many distinct synthetic clips (the order wraps around them)
@@ -57,11 +64,19 @@ def _workers_of(role: str) -> int:
     return int(role.split("-w", 1)[1]) if role.startswith(BASELINE) else 0
 
 
+def _grouped(role: str) -> bool:
+    """Whether the role trains on length-grouped batches (selfsup's default for tera) or random ones."""
+    return role == SELFSUP or GROUPED in role
+
+
 def _label(role: str) -> str:
     if role == SELFSUP:
-        return "selfsup tera (batched views in-process)"
+        return "selfsup tera (batched views in-process, batches grouped by length)"
+    if role == SELFSUP_RANDOM:
+        return "selfsup tera, random batches (train.group_by_length=false)"
     w = _workers_of(role)
-    return f"baseline (DataLoader, per-utterance features, {w} worker{'' if w == 1 else 's'})"
+    batches = "selfsup's grouped batches" if _grouped(role) else "random batches"
+    return f"baseline (DataLoader, per-utterance features, {w} worker{'' if w == 1 else 's'}, {batches})"
 
 
 # =============================================================================== the data (in the parent)
@@ -87,10 +102,15 @@ def _synthetic_clips(n: int, seed: int):
 
 
 def _prepare_data(args, folder: Path) -> dict:
-    """The clips both sides train on and their order (``batch x (warmup + steps)`` positions of a seeded
-    permutation, wrapping if the set is small), written to ``folder``; synthetic clips too where needed."""
+    """The clips both sides train on and their two orders, written to ``folder`` (synthetic clips too where
+    needed): ``batch x (warmup + steps)`` positions of seeded permutations of the clips, one epoch after the
+    other if the set is small: as they are (``order.npy``: random batches, what a DataLoader with shuffle
+    draws) and grouped by length as selfsup's Trainer groups tera's batches (``order_grouped.npy``,
+    ``selfsup.data.batching.length_grouped``)."""
     import numpy as np
+    import torch
 
+    from selfsup.data.batching import length_grouped
     from selfsup.data.spec import AudioSpec
     from selfsup.errors import UserError
 
@@ -111,18 +131,26 @@ def _prepare_data(args, folder: Path) -> dict:
         np.save(folder / "audio.npy", clips.flat)
         np.save(folder / "offsets.npy", clips.offsets)
         source, clips_folder = f"synthetic harmonic voices ({len(clips)} clips)", str(folder)
-    order = np.resize(np.random.default_rng(args.seed).permutation(len(clips)), need)
-    np.save(folder / "order.npy", order.astype(np.int64))
-    spec, lens = AudioSpec(), clips.lengths[order]
+    spec, rng, epochs = AudioSpec(), np.random.default_rng(args.seed), []
+    lengths = clips.lengths
     if args.max_seconds:
-        lens = np.minimum(lens, int(args.max_seconds * spec.sample_rate))
-    frames = 1 + lens // spec.hop
-    steps = frames.reshape(-1, args.batch)
+        lengths = np.minimum(lengths, int(args.max_seconds * spec.sample_rate))
+    while len(epochs) * len(clips) < need:
+        epochs.append(torch.from_numpy(rng.permutation(len(clips))))
+    g = torch.Generator().manual_seed(args.seed)
+    grouped = [length_grouped(e, lengths, args.batch, g) for e in epochs]
+    share = {}
+    for name, order in (("order", epochs), ("order_grouped", grouped)):
+        order = torch.cat(order).numpy()[:need].astype(np.int64)
+        np.save(folder / f"{name}.npy", order)
+        frames = (1 + lengths[order] // spec.hop).reshape(-1, args.batch)
+        share[name] = float(frames.sum() / (frames.max(1) * args.batch).sum())
+    mean = lengths[np.load(folder / "order.npy")].mean()
     return {"source": source, "synthetic": clips_folder is not None, "synthetic_reason": note,
             "clips_folder": clips_folder, "folder": str(folder), "clips_available": len(clips),
             "clips_used": need, "distinct_clips_used": min(need, len(clips)),
-            "mean_clip_seconds": float(lens.mean() / spec.sample_rate),
-            "valid_frame_share": float(steps.sum() / (steps.max(1) * args.batch).sum())}  # fmt: skip
+            "mean_clip_seconds": float(mean / spec.sample_rate), "valid_frame_share": share["order"],
+            "valid_frame_share_grouped": share["order_grouped"]}  # fmt: skip
 
 
 # =============================================================================== the two sides (in a subprocess)
@@ -318,9 +346,9 @@ def _run_role(args) -> dict:
     torch.set_num_threads(args.threads)
     device, cuda = torch.device(args.device), args.device == "cuda"
     clips = _load_clips(args.data)
-    order = np.load(Path(args.data["folder"]) / "order.npy")
+    order = np.load(Path(args.data["folder"]) / ("order_grouped.npy" if _grouped(args.role) else "order.npy"))
     workers = _workers_of(args.role)
-    if args.role == SELFSUP:
+    if args.role in (SELFSUP, SELFSUP_RANDOM):
         method, cl, opt, batch, step, close, feature_cpu = _selfsup_side(args, device, clips, order)
     else:
         method, cl, opt, batch, step, close, feature_cpu = _baseline_side(args, device, clips, order, workers)
@@ -384,13 +412,14 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
                         "quiet_steps": q[0] / q[1] if all(q) else None,
                         "peak_pss": (a["peak_pss_bytes"] / s["peak_pss_bytes"]
                                      if a["peak_pss_bytes"] and s["peak_pss_bytes"] else None)}  # fmt: skip
-    fastest = max((r for r in sides if r != SELFSUP), key=lambda r: sides[r]["frames_per_s"])
+    plain = [r for r in sides if r.startswith(BASELINE) and not _grouped(r)]  # what a plain DataLoader draws
+    fastest = max(plain, key=lambda r: sides[r]["frames_per_s"])
     return {"sides": sides, "ratios_selfsup_over_baseline": ratios, "fastest_baseline": fastest,
             "ratio_selfsup_over_fastest_baseline": ratios[fastest]["all_steps"]}  # fmt: skip
 
 
 def print_table(summary: dict, cuda: bool) -> None:
-    cols = ["pipeline", "frames/s", "by median step", "utterances/s", "batch, ms/step"]
+    cols = ["pipeline", "frames/s", "by median step", "utterances/s", "valid frames", "batch, ms/step"]
     cols += harness.load_columns("frames/s", cuda)
     cols += ["peak RSS (tree)", "peak PSS (tree)", "peak RSS (main)"] + (["CUDA max allocated"] if cuda else [])
     cols += ["final loss"]
@@ -398,7 +427,8 @@ def print_table(summary: dict, cuda: bool) -> None:
     for role, s in summary["sides"].items():
         load, quiet = s["other_load_cores"], s["frames_per_s_quiet"]
         rows.append([_label(role), f"{s['frames_per_s']:,.0f}", f"{s['frames_per_s_median_step']:,.0f}",
-                     f"{s['utterances_per_s']:.1f}", f"{s['batch_ms_per_step']:.0f}",
+                     f"{s['utterances_per_s']:.1f}", f"{100 * s['valid_frame_share']:.0f}%",
+                     f"{s['batch_ms_per_step']:.0f}",
                      *([] if cuda else ["-" if load is None else f"{load:.2f}",
                                         "- (none)" if quiet is None else f"{quiet:,.0f} ({s['quiet_steps']} steps)"]),
                      harness.mib(s["peak_rss_bytes"]), harness.mib(s["peak_pss_bytes"]),
@@ -455,7 +485,8 @@ def _parse(argv) -> argparse.Namespace:
 
 def _run(args, tmp: Path) -> dict[str, list[dict]]:
     cmd = harness.command(__file__, args, "out")
-    roles = [SELFSUP] + [f"{BASELINE}-w{w}" for w in args.workers]
+    roles = [SELFSUP, SELFSUP_RANDOM] + [f"{BASELINE}-w{w}" for w in args.workers]
+    roles.append(f"{BASELINE}{GROUPED}-w{min(args.workers)}")
     runs: dict[str, list[dict]] = {role: [] for role in roles}
     for r in range(args.rounds):
         order = harness.rotated(roles, r)
@@ -479,7 +510,8 @@ def main(argv=None) -> int:
         print(f"data: {d['source']}{' [SYNTHETIC]' if d['synthetic'] else ''}; {d['clips_used']} clips used "
               f"({d['distinct_clips_used']} distinct), {d['mean_clip_seconds']:.2f} s on average"
               f"{f' (cropped to {args.max_seconds:g} s)' if args.max_seconds else ''}; "
-              f"{100 * d['valid_frame_share']:.0f}% of the padded frames valid")  # fmt: skip
+              f"{100 * d['valid_frame_share']:.0f}% of the padded frames valid in random batches, "
+              f"{100 * d['valid_frame_share_grouped']:.0f}% in batches grouped by length")  # fmt: skip
         model = f"tera on speech_transformer {args.size}, 80-bin log-mel, batch {args.batch}"
         wall = harness.Wall()
         print(f"Speech pretraining throughput on {machine['name']}: {model}, {args.warmup} warm-up + {args.steps} "

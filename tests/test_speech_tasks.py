@@ -13,11 +13,11 @@ import torch
 from selfsup.cli import main
 from selfsup.config import DataConfig, EvalConfig
 from selfsup.data import Dataset, SequenceLabels, Split, load_dataset
-from selfsup.data.audio import transcript_text
+from selfsup.data.audio import Waveforms, transcript_text
 from selfsup.data.spec import AudioSpec
 from selfsup.errors import UserError
 from selfsup.evaluate import format_table
-from selfsup.evaluate.ctc import CTC, edit_distance, error_rates, fit_ctc_heads, greedy_decode, logmel_tokens
+from selfsup.evaluate.ctc import CTC, ctc_stops, edit_distance, error_rates, fit_ctc_heads, greedy_decode, logmel_tokens
 from selfsup.evaluate.features import TokenFeatures
 from selfsup.evaluate.tasks import higher_is_better
 from selfsup.evaluate.verify import Verify, equal_error_rate, trials
@@ -123,6 +123,22 @@ def test_linear_ctc_head_learns_a_toy_alphabet():
     (w, b), chosen, rates = fit_ctc_heads(train, ty, val, vy, lrs=(0.03,), epochs=(5, 30), batch_size=16)
     assert rates["cer"] < 0.1 and chosen["lr"] == 0.03 and chosen["epochs"] in (5, 30)
     assert w.shape == (16, 29) and b.shape == (29,)
+    # a step cap leaves the later epochs out: the head is the 5-epoch one
+    _, capped, _ = fit_ctc_heads(train, ty, val, vy, lrs=(0.03,), epochs=(5, 30), batch_size=16, max_steps=100)
+    assert capped["epochs"] == 5
+
+
+def test_ctc_stops_and_the_time_estimate():
+    assert ctc_stops((20, 5, 10, 10), 10, None) == [5, 10, 20]
+    assert ctc_stops((5, 10, 20), 100, 1000) == [5, 10]  # 20 epochs of 100 steps pass the cap
+    assert ctc_stops((5, 10), 500, 1000) == [5]  # the first epoch count is always run
+    ev = EvalConfig()
+    clips = Waveforms.from_clips([np.zeros(16000 * 2, np.int16)] * 4)  # 2 s: 50 tokens a clip
+    splits = {"pool": Split(clips)}
+    assert CTC().probe_seconds(splits, [346], [32], ["knn"], ev) == {}
+    one = CTC().probe_seconds(splits, [346], [32], ["linear"], ev)["linear"]
+    more = CTC().probe_seconds(splits, [3456], [32], ["linear"], ev)["linear"]
+    assert 0 < one < more  # 10,000 steps at most for 3,456 clips against 3,520 for 346
 
 
 # ----------------------------------------------------------------------------- on synth-speech small

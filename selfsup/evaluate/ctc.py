@@ -7,7 +7,8 @@
 - Protocols: ``linear`` (the encoder frozen: its tokens are extracted once, standardized with the training
   subset's statistics, and linear heads are trained with AdamW at each lr x L2 of ``eval.ctc_lrs`` x
   ``eval.ctc_weight_decays``, all in one pass over the same seeded batches, scored on validation after each of
-  ``eval.ctc_epochs`` epochs; the (lr, L2, epochs) with the lowest validation CER is kept and scored on test)
+  ``eval.ctc_epochs`` epochs, up to ``eval.ctc_max_steps`` steps; the (lr, L2, epochs) with the lowest
+  validation CER is kept and scored on test)
   and ``finetune`` (encoder + head trained end to end with the fine-tuning recipe of ``evaluate/finetune.py``).
 - Decoding: greedy (argmax per token, repeats collapsed, blanks dropped); nothing to choose.
 - Metrics: CER (the task's metric) and WER, each a row: the edit distances summed over the split, divided by
@@ -26,6 +27,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 
 from selfsup.data import SequenceLabels
 from selfsup.data.audio import CHARS, CTC_CLASSES, transcript_text
+from selfsup.data.spec import AudioSpec
 from selfsup.errors import UserError
 from selfsup.evaluate.features import TokenFeatures
 from selfsup.evaluate.speech_data import audio_folder, speaker_validation
@@ -176,12 +179,21 @@ def _decode_all(weight: Tensor, bias: Tensor, groups: int, feats: TokenFeatures,
     return out
 
 
+def ctc_stops(epochs, per_epoch: int, max_steps: int | None) -> list[int]:
+    """The epochs of the grid to score at, ascending: those within ``max_steps`` steps, and at least the first."""
+    stops = sorted(set(int(e) for e in epochs))
+    kept = [e for e in stops if max_steps is None or e * per_epoch <= max_steps]
+    return kept or stops[:1]
+
+
 def fit_ctc_heads(train: TokenFeatures, train_y: SequenceLabels, val: TokenFeatures, val_y: SequenceLabels, *,
                   lrs=(1e-3, 3e-3, 1e-2), weight_decays=(0.0,), epochs=(5, 10, 20), batch_size: int = 32,
-                  seed: int = 0, num_outputs: int = len(CTC_CLASSES), device: str = "cpu") -> tuple:  # fmt: skip
+                  seed: int = 0, num_outputs: int = len(CTC_CLASSES), max_steps: int | None = None,
+                  device: str = "cpu") -> tuple:  # fmt: skip
     """Linear CTC heads on (standardized) token features, one per lr x weight decay, trained together on the same
     seeded batches with AdamW at a constant lr; after each of ``epochs`` epochs (an epoch: ceil(N / batch) steps,
-    at least ``MIN_STEPS_PER_EPOCH``) each is scored on the validation set. Returns the best (lowest validation
+    at least ``MIN_STEPS_PER_EPOCH``; epochs of more than ``max_steps`` steps are left out, but never the first)
+    each is scored on the validation set. Returns the best (lowest validation
     CER; ties to fewer epochs, then to the grid's order) as (weight [D, C], bias [C]), what was chosen
     ({"lr", "l2", "epochs"}) and its validation error rates. The heads train on ``device``; features stay on the
     CPU and move a batch at a time."""
@@ -206,7 +218,7 @@ def fit_ctc_heads(train: TokenFeatures, train_y: SequenceLabels, val: TokenFeatu
     best, order, done = None, torch.empty(0, dtype=torch.long), 0
     flush = torch.set_flush_denormal(True)  # Adam's tiny moments otherwise take the CPU's slow path
     try:
-        for stop in sorted(set(int(e) for e in epochs)):
+        for stop in ctc_stops(epochs, per_epoch, max_steps):
             with torch.enable_grad():
                 for _ in range((stop - done) * per_epoch):
                     while len(order) < bs:
@@ -305,7 +317,7 @@ class CTC:
         norm = lambda f: f.map(lambda t: (t - mu) / sd)  # noqa: E731
         val_f, val_y = eval_sets["val"]
         grid = dict(lrs=ev.ctc_lrs, weight_decays=ev.ctc_weight_decays, epochs=ev.ctc_epochs,
-                    batch_size=ev.ctc_batch_size, seed=ev.seed, num_outputs=num_outputs,
+                    batch_size=ev.ctc_batch_size, seed=ev.seed, num_outputs=num_outputs, max_steps=ev.ctc_max_steps,
                     device=getattr(self, "device", "cpu"))  # fmt: skip
         (w, b), chosen, _ = fit_ctc_heads(norm(train_f), train_y, norm(val_f), val_y, **grid)
         scores = {}
@@ -315,6 +327,31 @@ class CTC:
             if keep is not None:
                 keep[split] = counts
         return scores, chosen
+
+    def probe_seconds(self, splits: dict, sizes: list[int], dims: list[int], frozen: list[str], ev) -> dict:
+        """Seconds the linear heads should take: a few training steps of every head at once on random tokens of
+        the pool's mean clip length, timed, times the steps of each label fraction and encoder."""
+        if "linear" not in frozen:
+            return {}
+        lengths = np.asarray(splits["pool"].x.lengths)
+        tokens = max(1, int(lengths.mean()) // (AudioSpec().hop * STACK)) if len(lengths) else 1
+        g, per_step = torch.Generator().manual_seed(0), 0.0
+        heads = len(ev.ctc_lrs) * len(ev.ctc_weight_decays)
+        for dim in sorted(set(dims)):
+            bs = ev.ctc_batch_size
+            feats = TokenFeatures.from_padded([(torch.randn(bs, tokens, dim, generator=g), torch.full((bs,), tokens))],
+                                              dim)  # fmt: skip
+            y = SequenceLabels.from_lists([[1 + i % (len(CTC_CLASSES) - 1) for i in range(tokens // 2)]] * bs)
+            for _ in range(2):  # the first steps in a process are slower: the second call is timed
+                t0 = time.perf_counter()
+                fit_ctc_heads(feats, y, feats.take(np.arange(1)), y.take(np.arange(1)), lrs=[1e-3] * heads,
+                              epochs=(1,), batch_size=bs)  # fmt: skip
+            per_step = max(per_step, (time.perf_counter() - t0) / MIN_STEPS_PER_EPOCH)
+        steps = 0
+        for n in sizes:
+            per_epoch = max(MIN_STEPS_PER_EPOCH, math.ceil(n / min(ev.ctc_batch_size, n)))
+            steps += max(ctc_stops(ev.ctc_epochs, per_epoch, ev.ctc_max_steps)) * per_epoch
+        return {"linear": per_step * steps * len(dims)}
 
     def head(self, dim: int, num_outputs: int, generator: torch.Generator | None = None) -> nn.Module:
         head = CTCHead(dim, num_outputs)

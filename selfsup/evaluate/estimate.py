@@ -102,6 +102,8 @@ def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, te
             name = "k-mer counts" if raw_kind == "sequence" else "tf-idf"
             out[name] = _tfidf_seconds(texts, splits["pool"].y, sizes, queries, frozen, num_outputs,
                                        sparse_baseline(raw_kind))  # fmt: skip
+    if frozen and hasattr(task, "probe_seconds"):  # a task that trains its own frozen heads (ctc)
+        out.update(task.probe_seconds(splits, sizes, dims, frozen, ev))
     tuned = len(encoders) if "finetune" in ev.protocols else (1 if ev.plot and ev.baselines else 0)
     if tuned:
         steps = [max(ev.finetune_min_steps, ev.finetune_epochs * -(-n // ev.finetune_batch_size)) for n in sizes]

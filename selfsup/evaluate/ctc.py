@@ -329,24 +329,29 @@ class CTC:
         return scores, chosen
 
     def probe_seconds(self, splits: dict, sizes: list[int], dims: list[int], frozen: list[str], ev) -> dict:
-        """Seconds the linear heads should take: a few training steps of every head at once on random tokens of
-        the pool's mean clip length, timed, times the steps of each label fraction and encoder."""
+        """Seconds the linear heads should take: a few training steps of every head at once, timed on random
+        tokens of a batch of the pool's clip lengths (padded, with transcripts of 16 characters a second) at the
+        widest feature size (the log-mel baseline's 320), times the steps of each label fraction and encoder."""
         if "linear" not in frozen:
             return {}
         lengths = np.asarray(splits["pool"].x.lengths)
-        tokens = max(1, int(lengths.mean()) // (AudioSpec().hop * STACK)) if len(lengths) else 1
-        g, per_step = torch.Generator().manual_seed(0), 0.0
+        if not len(lengths):
+            return {}
+        spec, bs = AudioSpec(), ev.ctc_batch_size
+        rng = np.random.default_rng(0)
+        tokens = np.maximum(1, -(-rng.choice(lengths, bs) // (spec.hop * STACK)))  # [bs] tokens of each clip
+        chars = np.maximum(1, (tokens * 16 * spec.hop * STACK / spec.sample_rate).astype(int))
+        y = SequenceLabels.from_lists([[1 + i % (len(CTC_CLASSES) - 1) for i in range(c)] for c in chars])
+        dim = max([d for d in dims if d > 1] + [STACK * spec.n_mels])
+        g = torch.Generator().manual_seed(0)
+        feats = TokenFeatures.from_padded([(torch.randn(bs, int(tokens.max()), dim, generator=g),
+                                            torch.from_numpy(tokens))], dim)  # fmt: skip
         heads = len(ev.ctc_lrs) * len(ev.ctc_weight_decays)
-        for dim in sorted(set(dims)):
-            bs = ev.ctc_batch_size
-            feats = TokenFeatures.from_padded([(torch.randn(bs, tokens, dim, generator=g), torch.full((bs,), tokens))],
-                                              dim)  # fmt: skip
-            y = SequenceLabels.from_lists([[1 + i % (len(CTC_CLASSES) - 1) for i in range(tokens // 2)]] * bs)
-            for _ in range(2):  # the first steps in a process are slower: the second call is timed
-                t0 = time.perf_counter()
-                fit_ctc_heads(feats, y, feats.take(np.arange(1)), y.take(np.arange(1)), lrs=[1e-3] * heads,
-                              epochs=(1,), batch_size=bs)  # fmt: skip
-            per_step = max(per_step, (time.perf_counter() - t0) / MIN_STEPS_PER_EPOCH)
+        for _ in range(2):  # the first steps in a process are slower: the second call is timed
+            t0 = time.perf_counter()
+            fit_ctc_heads(feats, y, feats.take(np.arange(1)), y.take(np.arange(1)), lrs=[1e-3] * heads,
+                          epochs=(1,), batch_size=bs)  # fmt: skip
+        per_step = (time.perf_counter() - t0) / MIN_STEPS_PER_EPOCH
         steps = 0
         for n in sizes:
             per_epoch = max(MIN_STEPS_PER_EPOCH, math.ceil(n / min(ev.ctc_batch_size, n)))

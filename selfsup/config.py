@@ -186,7 +186,7 @@ class EvalConfig:
     # of ctc_epochs epochs (at least 10 steps each); the best on validation CER is kept (selfsup/evaluate/ctc.py).
     # The epochs chosen on validation are the regularizer; an L2 grid (AdamW's decoupled decay) is optional. Epochs
     # past ctc_max_steps steps are left out (the first is always run). The grid was widened on validation
-    # (docs/speech.md): up to 20 epochs, the best head was always at the last epoch, and 8 points of CER short.
+    # (docs/speech.md): with at most 20 epochs, the head chosen was always the last epoch's.
     ctc_lrs: list[float] = field(default_factory=lambda: [1e-3, 3e-3, 1e-2, 3e-2])
     ctc_weight_decays: list[float] = field(default_factory=lambda: [0.0])
     ctc_epochs: list[int] = field(default_factory=lambda: [5, 10, 20, 40, 80, 160, 320])

@@ -294,7 +294,8 @@ class CTC:
         subsets = {f: np.searchsorted(used, idx) for f, idx in subsets.items()}  # positions within the kept pool
         splits = {"pool": train.take(pool_idx[used]), "val": train.take(val_idx),
                   "test": test.take(np.arange(len(test)))}  # fmt: skip
-        note = (f"{len(pool_idx)} transcribed utterances ({', '.join(f'{100 * f:g}%' for f in ev.labels)} of them), "
+        note = (f"{len(pool_idx)} transcribed utterances to train on (" + ", ".join(
+                    f"{100 * f:g}%: {len(subsets[f])}" for f in ev.labels) + "), "
                 f"{len(val_idx)} validation (speakers not in the pool), {len(test)} test")  # fmt: skip
         sizes = {"labelled_pool": len(pool_idx), "validation": len(val_idx), "test": len(test)}
         return Carve(splits, subsets, note, sizes)

@@ -445,7 +445,8 @@ class Trainer:
         if self.ragged and c.get("flops_per_step") and c.get("flops_step") is not None:
             # a step's FLOPs grow with its padded input (rows x longest clip): scaled from the counted step
             sizes = self._padded_sizes(self.total)
-            c["flops"] = int(c["flops_per_step"] * sizes.sum() / sizes[c["flops_step"]])
+            c["flops"] = int(c["flops_per_step"]) * int(sizes.sum()) // int(sizes[c["flops_step"]])  # Python ints:
+            # the product passes int64's range on a run of a few hundred steps
         write_cost(self.run_dir, c, self.cfg.train.batch_size, self.device, self.world, self.channels_last)
 
 

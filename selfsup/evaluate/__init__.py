@@ -183,6 +183,9 @@ def _frozen_rows(task, protocol, feats, ys, subsets, num_outputs, ev, log, clock
             sets = {s: (f[s], ys[s]) for s in SPLITS}
             train = (_subset(f["pool"], idx), _subset(ys["pool"], idx))
             kept: dict = {}
+            if hasattr(task, "probe_seconds"):  # heads trained for minutes (ctc): say which
+                log(f"  {protocol}: {name} at {100 * frac:g}% of the labels ({len(idx)} samples) "
+                    f"[{fmt_duration(time.perf_counter() - t0)} so far]")  # fmt: skip
             scores, chosen = task.frozen(protocol, train, sets, num_outputs, ev, keep=kept)
             if keep is not None:
                 keep[(protocol, frac, name)] = kept["test"]
@@ -190,7 +193,8 @@ def _frozen_rows(task, protocol, feats, ys, subsets, num_outputs, ev, log, clock
                 rows += _rows(task, protocol, frac, name, split, scores[split], chosen)
     spent = time.perf_counter() - t0
     clock.add(protocol, spent)
-    log(f"{protocol}: {len(subsets)} label fractions x {len(feats)} encoders ({fmt_duration(spent)})")
+    log(f"{protocol}: {len(subsets)} label fraction{'s' * (len(subsets) != 1)} x {len(feats)} encoders "
+        f"({fmt_duration(spent)})")  # fmt: skip
     return rows
 
 

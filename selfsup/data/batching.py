@@ -34,15 +34,21 @@ def length_grouped(order: torch.Tensor, lengths, batch: int, generator: torch.Ge
     return torch.cat([batches.reshape(-1), grouped[full:]])
 
 
+def padded_sizes(order: torch.Tensor, lengths, batch: int) -> torch.Tensor:
+    """The input size with its padding of each full batch of ``batch`` consecutive samples of ``order``: its rows x
+    its longest sample, int64 [len(order) // batch]."""
+    lens = torch.as_tensor(np.asarray(lengths, dtype=np.int64))[order[: len(order) // batch * batch]]
+    return lens.view(-1, batch).max(1).values * batch
+
+
 def padding_fraction(order: torch.Tensor, lengths, batch: int) -> float:
     """The share of padding in the full batches of ``batch`` consecutive samples of ``order``: 1 - (their
-    lengths summed) / (each batch's longest x its size, summed)."""
-    lens = torch.as_tensor(np.asarray(lengths, dtype=np.int64))[order]
+    lengths summed) / (``padded_sizes`` summed)."""
     full = len(order) // batch * batch
     if full == 0:
         return 0.0
-    b = lens[:full].view(-1, batch)
-    return float(1 - b.sum() / (b.max(1).values.sum() * batch))
+    valid = torch.as_tensor(np.asarray(lengths, dtype=np.int64))[order[:full]].sum()
+    return float(1 - valid / padded_sizes(order, lengths, batch).sum())
 
 
-__all__ = ["GROUP_BATCHES", "length_grouped", "padding_fraction"]
+__all__ = ["GROUP_BATCHES", "length_grouped", "padded_sizes", "padding_fraction"]

@@ -44,7 +44,7 @@ from selfsup import distributed as D
 from selfsup import runs
 from selfsup.config import RunConfig, parse_budget, resolve
 from selfsup.data import load_configured, prepare
-from selfsup.data.batching import GROUP_BATCHES, length_grouped, padding_fraction
+from selfsup.data.batching import GROUP_BATCHES, length_grouped, padded_sizes, padding_fraction
 from selfsup.data.groups import balanced_weights, check_groups, parse_group_shares, resample_split
 from selfsup.errors import TrainingDiverged, UserError
 from selfsup.fmt import fmt_duration
@@ -200,12 +200,9 @@ class Trainer:
         """Ragged inputs: each of the steps [0, total)'s input size with its padding, every micro-batch's rows x
         its longest clip summed over the ranks and accumulation steps (the batches are a function of the seed
         and the epoch) -> int64 [total]."""
-        lengths = torch.as_tensor(np.asarray(self.data.lengths, dtype=np.int64))
-        bs, micro, per = self.cfg.train.batch_size, self.micro, self.steps_per_epoch
-        sizes = []
-        for epoch in range((total + per - 1) // per):
-            order = self._epoch_order(epoch)[: per * bs].view(per, bs // micro, micro)
-            sizes.append((lengths[order].max(-1).values * micro).sum(-1))  # [per]
+        per, bs = self.steps_per_epoch, self.cfg.train.batch_size
+        sizes = [padded_sizes(self._epoch_order(epoch)[: per * bs], self.data.lengths, self.micro).view(per, -1).sum(1)
+                 for epoch in range((total + per - 1) // per)]  # fmt: skip
         return torch.cat(sizes)[:total].numpy()
 
     def _views(self, step: int, micro: int, idx: torch.Tensor):

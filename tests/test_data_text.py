@@ -244,10 +244,9 @@ def test_empty_inputs(tmp_path):
         assert str(tmp_path / name) in msg
     assert "no .txt files" in _error(load_text_dataset, tmp_path / "nothing")
     assert "does not exist" in _error(load_text_dataset, tmp_path / "missing.csv")
-    for missing in ("missing.csv", "notes.txt.gz", "docs.jsonl"):  # named as text: never "image folder"
+    for missing in ("missing.csv", "notes.txt.gz", "docs.jsonl", "photos", "clips/"):  # never "image folder"
         msg = _error(load_dataset, str(tmp_path / missing))
         assert msg == f"{tmp_path / missing} does not exist; check the path", msg
-    assert "image folder" in _error(load_dataset, str(tmp_path / "photos"))
     (tmp_path / "x.parquet").write_bytes(b"PAR1")
     assert ".jsonl" in _error(load_dataset, str(tmp_path / "x.parquet"))
 

@@ -75,6 +75,8 @@ def load_dataset(name: str, image_size: int | None = None, limit: int | None = N
     elif is_text_path(name):
         ds, columns = load_text_dataset(name, blank_line_docs=blank_line_docs, **text_args), True
     elif Path(name).expanduser().exists() or "/" in name or name.startswith("."):
+        if not Path(name).expanduser().exists():  # nothing says what it was meant to be: no "image folder"
+            raise UserError(f"{name} does not exist; check the path")
         from selfsup.data.folder import load_image_folder
 
         ds = load_image_folder(Path(name).expanduser(), image_size=image_size, strict=strict, log=log)

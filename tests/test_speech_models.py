@@ -10,10 +10,12 @@ from selfsup.config import RunConfig, resolve
 from selfsup.data import Dataset, Split
 from selfsup.data.spec import AudioSpec, random_samples
 from selfsup.encoders import build_encoder, resolve_encoder_params
+from selfsup.encoders.base import token_sample
 from selfsup.encoders.speech import LogMel
 from selfsup.errors import UserError
 from selfsup.methods import build_method
 from selfsup.methods.tera import TERA, TERAParams, masked_l1
+from selfsup.train.monitor import collapse_stats
 from selfsup.views.masking import select_spans
 
 SPEC = AudioSpec()
@@ -254,6 +256,26 @@ def test_the_loss_is_l1_at_the_altered_positions_only():
     assert changed[0].nonzero().flatten().tolist() == [12, 13, 14, 15] and not changed[1:].any()
 
 
+def test_the_collapse_monitor_reads_a_sample_of_valid_frame_tokens():
+    x, lengths = random_samples(SPEC, 6, gen(21))
+    m = tera().eval()
+    inputs, clean, altered, n = m.views(x, gen(22), lengths)
+    with torch.no_grad():
+        out = m((inputs, clean, altered, n))
+        _, feats = m.reconstruct(inputs, n)
+    valid = torch.cat([feats.tokens[b, : int(feats.lengths[b])] for b in range(6)])  # every valid token, in order
+    assert 100 < len(valid) < 6 * feats.tokens.shape[1]
+    assert torch.equal(out.embedding, valid)  # up to 256 tokens: all the valid ones, padding never read
+    spaced = torch.linspace(0, len(valid) - 1, 100).long()
+    assert torch.equal(token_sample(feats.tokens, feats.lengths, n=100), valid[spaced])
+    first_and_last = token_sample(feats.tokens, None, n=2)  # no lengths: every position counts
+    assert torch.equal(first_and_last, torch.stack([feats.tokens[0, 0], feats.tokens[-1, -1]]))
+    # every frame of a clip alike (a frame-level collapse) while the clips differ: the monitor sees 6 points
+    same = feats.tokens[:, :1].expand_as(feats.tokens)
+    assert collapse_stats(token_sample(same, feats.lengths))["emb_erank"] <= 5.01
+    assert collapse_stats(out.embedding)["emb_erank"] > 10
+
+
 def test_views_are_deterministic_given_the_generator():
     x, lengths = random_samples(SPEC, 4, gen(13))
     m = tera()
@@ -286,7 +308,7 @@ def test_tera_resolves_its_defaults_and_trains_a_few_steps():
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
     for _ in range(2):
         out = m(m.views(x[:8], gen(17), lengths[:8]))
-        assert torch.isfinite(out.loss) and out.embedding.shape == (8, 32)
+        assert torch.isfinite(out.loss) and out.embedding.shape[1] == 32 and 8 < len(out.embedding) <= 256  # frames
         opt.zero_grad()
         out.loss.backward()
         assert all(p.grad is not None for p in m.encoder.parameters())

@@ -32,6 +32,18 @@ def masked_mean(tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
     return (tokens * valid).sum(1) / valid.sum(1).clamp_min(1)
 
 
+def token_sample(tokens: Tensor, lengths: Tensor | None = None, n: int = 256) -> Tensor:
+    """Up to ``n`` valid tokens of the batch, evenly spaced over its valid positions in order (no random
+    numbers): tokens [B, T, D] -> [min(n, valid), D]. What a frame-level method's collapse monitor reads: a
+    mean over hundreds of frames is narrow around the batch's mean spectrum while every frame is still distinct."""
+    flat = tokens.detach().flatten(0, 1)  # [B * T, D]
+    if lengths is not None:
+        flat = flat[padding_mask(lengths.to(tokens.device), tokens.shape[1]).flatten()]
+    if len(flat) > n:
+        flat = flat[torch.linspace(0, len(flat) - 1, n, device=flat.device).long()]
+    return flat
+
+
 class ImageInput(nn.Module):
     """uint8 or [0, 1] float images -> normalized float, with the dataset's mean/std as buffers.
 

@@ -11,7 +11,8 @@ class Output(NamedTuple):
     loss: Tensor  # scalar
     metrics: dict[str, Tensor]  # 0-d tensors, detached; turned into floats only at logging steps (no host sync)
     embedding: Tensor | None = None  # [B, D'] representation for the collapse monitor (the encoder's pooled features,
-    # or the space the loss spreads where those narrow while healthy: speaker-contrastive's projection)
+    # or the space the loss spreads where those narrow while healthy: speaker-contrastive's projection; a sample
+    # of the frame tokens for the frame-level speech methods, tera and hubert: ``encoders.base.token_sample``)
 
 
 def mlp_head(in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = True) -> nn.Sequential:

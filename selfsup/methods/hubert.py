@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.encoders.base import padding_mask
+from selfsup.encoders.base import padding_mask, token_sample
 from selfsup.encoders.speech import dct_matrix
 from selfsup.errors import UserError
 from selfsup.methods.base import Output
@@ -275,4 +275,4 @@ class HuBERT(nn.Module):
             "hubert_majority": masked.max() / count,  # the accuracy of always answering the commonest unit
             "hubert_clusters_used": (counts > 0).float().mean(),  # share of the units among the batch's tokens
         }
-        return Output(loss, metrics, feats.pooled.detach())
+        return Output(loss, metrics, token_sample(feats.tokens, feats.lengths))

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.encoders.base import padding_mask
+from selfsup.encoders.base import padding_mask, token_sample
 from selfsup.errors import UserError
 from selfsup.methods.base import Output
 from selfsup.registry import METHODS
@@ -173,4 +173,4 @@ class TERA(nn.Module):
         # the per-utterance mean of normalized frames is 0: its L1 is the floor a model must beat
         mean_l1 = masked_l1(torch.zeros_like(frames), frames, altered)
         metrics = {"tera_mean_l1": mean_l1, "tera_l1_ratio": loss.detach() / mean_l1.clamp_min(1e-8)}
-        return Output(loss, metrics, feats.pooled.detach())
+        return Output(loss, metrics, token_sample(feats.tokens, feats.lengths))

@@ -125,8 +125,8 @@ class TrainConfig:
     weight_decay: float | None = None
     warmup: float = 0.1  # fraction of the steps spent in linear warm-up
     warmup_steps: int | None = None  # resolved: int(warmup * steps) of the first plan (a duration: of the timed plan)
-    first_plan: int | None = None  # a re-planned duration budget: the step count planned before the re-plan
-    replanned_at: int | None = None  # ... and the step at which it was re-planned
+    first_plan: list[int] | None = None  # a re-planned duration budget: the step count in force before each re-plan
+    replanned_at: list[int] | None = None  # ... and the steps of the re-plans (one int each in older configs)
     accumulate: int = 1  # gradient accumulation steps per optimizer step
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -229,8 +229,9 @@ class EvalConfig:
                 raise UserError(f"eval.{key}={getattr(self, key)} must be at least 1 (or none for no cap)")
         if self.finetune_min_steps < 0:
             raise UserError(f"eval.finetune_min_steps={self.finetune_min_steps} must be 0 or more")
-        if self.knn_temperature <= 0 or (self.finetune_lr is not None and self.finetune_lr <= 0):
-            bad = "knn_temperature" if self.knn_temperature <= 0 else "finetune_lr"
+        positive_floats = ("knn_temperature", "finetune_lr")
+        bad = next((k for k in positive_floats if getattr(self, k) is not None and getattr(self, k) <= 0), None)
+        if bad:
             raise UserError(f"eval.{bad}={getattr(self, bad)} must be positive")
         if self.finetune_weight_decay < 0:
             raise UserError(f"eval.finetune_weight_decay={self.finetune_weight_decay} must be 0 or more")
@@ -275,6 +276,10 @@ class RunConfig:
             raise UserError(f"train.steps={t.steps} must be at least 1")
         if t.warmup_steps is not None and t.warmup_steps < 0:
             raise UserError(f"train.warmup_steps={t.warmup_steps} must be 0 or more")
+        plans, at = t.first_plan or [], t.replanned_at or []
+        if len(plans) != len(at) or sorted(set(at)) != at:
+            raise UserError(f"train.first_plan={t.first_plan} and train.replanned_at={t.replanned_at} must be lists "
+                            "of the same length, the steps ascending (written by selfsup; restore config.yaml)")
         if t.log_every < 1 or t.keep_checkpoints < 1:
             bad = "log_every" if t.log_every < 1 else "keep_checkpoints"
             raise UserError(f"train.{bad}={getattr(t, bad)} must be at least 1")
@@ -318,6 +323,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]  # one number for a list: a list of one (an older config's train.first_plan)
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{where} must be a list, not {value!r}")
         if where.endswith("labels"):

@@ -54,3 +54,21 @@ def test_bad_config_fields(tmp_path):
         load_yaml(tmp_path / "broken.yaml")
     with pytest.raises(UserError, match="missing.yaml"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_a_config_written_before_later_replans_loads_as_lists(tmp_path):
+    """train.first_plan / replanned_at were one int each; a run's old config.yaml still loads (as lists of one),
+    and lists that disagree are one clear error."""
+    cfg = RunConfig()
+    cfg.train.steps, cfg.train.first_plan, cfg.train.replanned_at = 300, [200], [50]
+    save_yaml(cfg, tmp_path / "c.yaml")
+    old = (tmp_path / "c.yaml").read_text().replace("first_plan:\n  - 200", "first_plan: 200")
+    old = old.replace("replanned_at:\n  - 50", "replanned_at: 50")
+    assert "first_plan: 200" in old and "replanned_at: 50" in old
+    (tmp_path / "old.yaml").write_text(old)
+    loaded = load_yaml(tmp_path / "old.yaml")
+    assert loaded.train.first_plan == [200] and loaded.train.replanned_at == [50] and loaded == load_yaml(
+        tmp_path / "c.yaml")  # fmt: skip
+    (tmp_path / "bad.yaml").write_text(old.replace("replanned_at: 50", "replanned_at: [50, 80]"))
+    with pytest.raises(UserError, match="train.first_plan=.*same length"):
+        load_yaml(tmp_path / "bad.yaml")

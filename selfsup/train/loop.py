@@ -9,7 +9,11 @@ or so steps), so a duration budget is planned twice: the timed steps fix the fir
 length; at a quarter of the first plan (no earlier than the end of warm-up, no later than the first time
 checkpoint, which waits for it) the count is re-planned at the pace of the steps since half that point,
 the rest of the cosine spread over the steps left, and ``config.yaml`` rewritten with the first plan and
-the step of the re-plan; ``--config RUN/config.yaml`` repeats the run exactly.
+the step of the re-plan. A machine whose load changes later (another job starts or ends) would still miss the
+budget, so the pace since the last re-plan or check is checked again at half and three quarters of the plan in
+force, and the run re-planned the same way when its finish would miss the budget by more than 5% of it
+(``train.first_plan`` / ``train.replanned_at`` list every re-plan); ``--config RUN/config.yaml`` repeats the
+run exactly.
 
 Determinism: the batch order depends only on (seed, epoch) and the views' random numbers only on
 (seed, step, rank, micro-batch), so a resumed run needs nothing but the weights, the optimizer state
@@ -51,6 +55,7 @@ from selfsup.fmt import fmt_duration
 from selfsup.methods import build_method, eval_encoder_name, metric_floats
 from selfsup.precision import as_channels_last, autocast_dtype, channels_last_for, to_channels_last
 from selfsup.registry import METHODS
+from selfsup.schedule import as_plans, plan_at
 from selfsup.train.log import RunLogger, write_cost
 from selfsup.train.monitor import DEFAULT_ADVICE, CollapseWatch, collapse_stats
 from selfsup.train.optim import build_optimizer, warmup_cosine
@@ -61,6 +66,8 @@ CALIBRATION_MAX = 30
 MIN_USEFUL_STEPS = 50  # a budget that buys fewer steps than this says so
 REPLAN_SHARE = 0.25  # a duration budget is re-planned at this share of its first plan ...
 REPLAN_MIN_STEPS = 8  # ... when that is at least this many steps
+CHECK_SHARES = (0.5, 0.75)  # then checked again at these shares of the plan in force: a machine whose load changes
+CHECK_TOLERANCE = 0.05  # ... is re-planned when the pace since the last check misses the budget by this share of it
 PREPARE_TAG = -1  # seeds method.prepare's generator with (seed, -1): no step's views use it
 GROUPS_TAG = -2  # seeds data.pretrain_groups' resampling with (seed, -2)
 
@@ -325,7 +332,8 @@ class Trainer:
         cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(t, steps=total, warmup_steps=warmup))
         replan_at = max(warmup, int(REPLAN_SHARE * total)) if self._budget is not None else None
         replan_at = replan_at if replan_at is not None and replan_at >= REPLAN_MIN_STEPS else None
-        first_plan, replanned_at = t.first_plan, t.replanned_at  # as config.yaml says, so --config repeats a run
+        first_plan, replanned_at = as_plans(t.first_plan, t.replanned_at)  # as config.yaml says: --config repeats it
+        check_at = None  # the next later check of the budget (after the first re-plan)
         if self.rank == 0 and self.start_step == 0:
             runs.save_config(self.run_dir, cfg)
             runs.write_encoder_json(self.run_dir, cfg.encoder.name, self.spec, cfg.encoder.params,
@@ -344,8 +352,7 @@ class Trainer:
             while step < self.total:
                 lr = t.lr * warmup_cosine(step, self.total, warmup, first_plan, replanned_at)
                 run_step = self._counted_step if step == self.start_step else self._step
-                before = first_plan is not None and replanned_at is not None and step < replanned_at
-                hook_total = first_plan if before else self.total  # the run length the step's hooks were given
+                hook_total = plan_at(step, self.total, first_plan, replanned_at)  # the length the hooks were given
                 loss, out, grad_norm, finite = run_step(step, lr, hook_total)
                 if not finite:
                     self._diverged(step, loss, grad_norm)
@@ -367,9 +374,14 @@ class Trainer:
                     since = (done, time.perf_counter())
                 due = done < self.total and self._checkpoint_due(every, done, last_ckpt_time, last_ckpt_step)
                 if replan_at is not None and (done == replan_at or (due and done >= max(warmup, REPLAN_MIN_STEPS))):
-                    replan_at, first_plan, replanned_at = None, self.total, done
-                    cfg = self._replan(cfg, done, since)
-                    logger.total = self.total
+                    replan_at = None
+                    cfg = self._replan(cfg, done, since, first_plan, replanned_at)
+                    logger.total, since = self.total, (done, time.perf_counter())
+                    check_at = self._next_check(done)
+                elif check_at is not None and done == check_at:
+                    cfg = self._replan(cfg, done, since, first_plan, replanned_at, CHECK_TOLERANCE)
+                    logger.total, since = self.total, (done, time.perf_counter())
+                    check_at = self._next_check(done)
                 if due and replan_at is None:
                     self._save(done)
                     last_ckpt_time, last_ckpt_step = time.perf_counter(), done
@@ -382,18 +394,31 @@ class Trainer:
             torch.distributed.barrier()
         return Run(self.run_dir, cfg)
 
-    def _replan(self, cfg: RunConfig, done: int, since: tuple[int, float] | None) -> RunConfig:
+    def _next_check(self, done: int) -> int | None:
+        """The next step (after ``done``, before the end) at one of ``CHECK_SHARES`` of the plan in force."""
+        later = [int(share * self.total) for share in CHECK_SHARES if done < int(share * self.total) < self.total]
+        return later[0] if later else None
+
+    def _replan(self, cfg: RunConfig, done: int, since: tuple[int, float] | None, plans: list[int],
+                steps: list[int], tolerance: float | None = None) -> RunConfig:  # fmt: skip
         """Size the rest of the run to what is left of the budget at the pace of the steps ``since`` (the
-        first steps of a process are slower), on rank 0's clock; rewrite config.yaml with the new count, the
-        first plan and this step."""
+        first steps of a process are slower), on rank 0's clock, and rewrite config.yaml with the new count and
+        ``plans`` / ``steps`` (updated in place) extended by the count before and this step. With a
+        ``tolerance`` (a later check), a pace whose finish misses the budget by at most that share of it
+        changes nothing."""
         (t0, seconds), now = self._budget, time.perf_counter()
         start_step, start_time = since if since is not None and since[0] < done else (
             self.start_step, self._segment_start)  # fmt: skip
         per_step = (now - start_time) / max(1, done - start_step)
         left = seconds - (now - t0)
-        total = self._broadcast_int(done + max(1, int(left / per_step)))
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=total, first_plan=self.total,
-                                                                 replanned_at=done))  # fmt: skip
+        within = tolerance is not None and abs((self.total - done) * per_step - left) <= tolerance * seconds
+        total = self._broadcast_int(self.total if within else done + max(1, int(left / per_step)))
+        if tolerance is not None and total == self.total:
+            return cfg
+        plans.append(self.total)
+        steps.append(done)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=total, first_plan=list(plans),
+                                                                 replanned_at=list(steps)))  # fmt: skip
         if total != self.total:
             self._say(f"re-planned at step {done}: {per_step:.2f} s/step -> {total} steps (was {self.total})")
         self.total = total

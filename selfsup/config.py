@@ -191,6 +191,13 @@ class EvalConfig:
     ctc_weight_decays: list[float] = field(default_factory=lambda: [0.0])
     ctc_epochs: list[int] = field(default_factory=lambda: [5, 10, 20, 40, 80, 160, 320])
     ctc_max_steps: int | None = 10_000
+    # ctc, bilstm protocol: SUPERB's recurrent CTC head (2 BiLSTM layers, then linear) on the frozen tokens, scored
+    # on validation after each of ctc_lstm_epochs epochs; the best epoch is kept (selfsup/evaluate/ctc_lstm.py)
+    ctc_lstm_hidden: int = 256  # units per direction (SUPERB: 1024)
+    ctc_lstm_layers: int = 2
+    ctc_lstm_lr: float = 1e-3
+    ctc_lstm_epochs: list[int] = field(default_factory=lambda: [10, 20, 40, 80])
+    ctc_lstm_batch_size: int = 16
     # audit (selfsup/evaluate/audit.py): metrics per group of data.groups[group]
     group: str | None = None  # the attribute the audit breaks results down by (e.g. accent)
     min_group_size: int = 20  # a group with fewer test samples is reported as too small, not as a number
@@ -214,9 +221,10 @@ class EvalConfig:
 
     def validate(self) -> EvalConfig:
         positive = ("knn_k", "batch_size", "finetune_epochs", "finetune_batch_size", "embedding_points", "windows",
-                    "ctc_batch_size", "ctc_max_steps", "verify_trials", "min_group_size", "bootstrap",
+                    "ctc_batch_size", "ctc_max_steps", "ctc_lstm_hidden", "ctc_lstm_layers", "ctc_lstm_batch_size",
+                    "verify_trials", "min_group_size", "bootstrap",
                     "audit_trials")  # fmt: skip
-        for key in ("ctc_lrs", "ctc_weight_decays", "ctc_epochs"):
+        for key in ("ctc_lrs", "ctc_weight_decays", "ctc_epochs", "ctc_lstm_epochs"):
             values = getattr(self, key)
             if not values or any(v < 0 for v in values) or (key != "ctc_weight_decays" and any(v <= 0 for v in values)):
                 raise UserError(f"eval.{key}={values} must be a non-empty list of "
@@ -229,7 +237,7 @@ class EvalConfig:
                 raise UserError(f"eval.{key}={getattr(self, key)} must be at least 1 (or none for no cap)")
         if self.finetune_min_steps < 0:
             raise UserError(f"eval.finetune_min_steps={self.finetune_min_steps} must be 0 or more")
-        positive_floats = ("knn_temperature", "finetune_lr")
+        positive_floats = ("knn_temperature", "finetune_lr", "ctc_lstm_lr")
         bad = next((k for k in positive_floats if getattr(self, k) is not None and getattr(self, k) <= 0), None)
         if bad:
             raise UserError(f"eval.{bad}={getattr(self, bad)} must be positive")

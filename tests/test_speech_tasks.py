@@ -128,6 +128,33 @@ def test_linear_ctc_head_learns_a_toy_alphabet():
     assert capped["epochs"] == 5
 
 
+def test_bilstm_ctc_head_reads_the_neighbouring_tokens_a_linear_head_cannot():
+    """Each character is spelled by two tokens, and every token on its own is shared by three characters (1-9 as
+    the pairs of three codes): a linear head, which reads one token at a time, cannot tell them apart; the
+    recurrent head reads both and learns to. Seeded: the same call gives the same head."""
+    from selfsup.evaluate.ctc_lstm import decode_lstm, fit_ctc_lstm
+
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randn(4, 8, generator=gen)  # 0: silence, 1-3: the pair codes
+
+    def make(n, seed):
+        rng = np.random.default_rng(seed)
+        seqs = [rng.integers(1, 10, rng.integers(3, 7)) for _ in range(n)]
+        rows = [torch.stack([codes[k] for c in s for k in (1 + (c - 1) // 3, 1 + (c - 1) % 3, 0)]) for s in seqs]
+        flat = torch.cat(rows) + 0.05 * torch.randn(sum(len(r) for r in rows), 8, generator=gen)
+        return TokenFeatures(flat, [len(r) for r in rows]), SequenceLabels.from_lists(seqs)
+
+    (train, ty), (val, vy) = make(96, 1), make(24, 2)
+    _, _, linear = fit_ctc_heads(train, ty, val, vy, lrs=(0.01, 0.03), epochs=(20, 60), batch_size=16)
+    head, chosen, rates = fit_ctc_lstm(train, ty, val, vy, hidden=32, layers=1, lr=1e-2, epochs=(5, 20), batch_size=16)
+    assert linear["cer"] > 0.3 and rates["cer"] < 0.1, (linear, rates)
+    assert chosen["epochs"] in (5, 20) and chosen["hidden"] == 32
+    assert error_rates(decode_lstm(head, val), [transcript_text(vy[i]) for i in range(len(vy))]) == rates
+    again, _, same = fit_ctc_lstm(train, ty, val, vy, hidden=32, layers=1, lr=1e-2, epochs=(5, 20), batch_size=16)
+    assert same == rates and all(torch.equal(a, b) for a, b in zip(head.state_dict().values(),
+                                                                   again.state_dict().values()))  # fmt: skip
+
+
 def test_ctc_stops_and_the_time_estimate():
     assert ctc_stops((20, 5, 10, 10), 10, None) == [5, 10, 20]
     assert ctc_stops((5, 10, 20), 100, 1000) == [5, 10]  # 20 epochs of 100 steps pass the cap
@@ -139,6 +166,8 @@ def test_ctc_stops_and_the_time_estimate():
     one = CTC().probe_seconds(splits, [346], [32], ["linear"], ev)["linear"]
     more = CTC().probe_seconds(splits, [3456], [32], ["linear"], ev)["linear"]
     assert 0 < one < more  # 10,000 steps at most for 3,456 clips against 3,520 for 346
+    both = CTC().probe_seconds(splits, [346], [32], ["linear", "bilstm"], ev)
+    assert set(both) == {"linear", "bilstm"} and both["bilstm"] > 0
 
 
 # ----------------------------------------------------------------------------- on synth-speech small
@@ -215,13 +244,15 @@ def test_eval_task_verify(tera_run):
 
 def test_eval_task_ctc(tera_run):
     fast = ["--set", "ctc_lrs=0.01", "--set", "ctc_epochs=1,3", "--set", "finetune_min_steps=3",
-            "--set", "finetune_epochs=1"]  # fmt: skip
-    assert main(["eval", str(tera_run), "--task", "ctc", "--protocol", "linear,finetune", "--labels", "10%,100%",
-                 *fast]) == 0  # fmt: skip
+            "--set", "finetune_epochs=1", "--set", "ctc_lstm_epochs=1,2", "--set", "ctc_lstm_hidden=16"]  # fmt: skip
+    assert main(["eval", str(tera_run), "--task", "ctc", "--protocol", "linear,bilstm,finetune", "--labels",
+                 "10%,100%", *fast]) == 0  # fmt: skip
     rows = json.loads((tera_run / "eval.json").read_text())
     got = {(r["protocol"], r["encoder"]) for r in rows}
-    linear = {("linear", e) for e in ("pretrained", "random_init", "raw")}
-    assert got == linear | {("finetune", "pretrained"), ("finetune", "supervised")}
+    frozen = {(p, e) for p in ("linear", "bilstm") for e in ("pretrained", "random_init", "raw")}
+    assert got == frozen | {("finetune", "pretrained"), ("finetune", "supervised")}
+    assert all(r["chosen"]["epochs"] in (1, 2) and r["chosen"]["hidden"] == 16 for r in rows
+               if r["protocol"] == "bilstm")  # fmt: skip
     assert {r["metric"] for r in rows} == {"cer", "wer"} and {r["labels"] for r in rows} == {0.1, 1.0}
     assert all(r["value"] >= 0 for r in rows) and all(r["task"] == "ctc" for r in rows)
     assert all(r["chosen"]["epochs"] in (1, 3) for r in rows if r["protocol"] == "linear")

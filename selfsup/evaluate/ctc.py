@@ -261,7 +261,7 @@ class CTC:
     metric = "cer"
     metrics = ("cer", "wer")
     higher_is_better = False
-    protocols = ("linear", "finetune")
+    protocols = ("linear", "bilstm", "finetune")
     default_protocols = ("linear",)
     features = "tokens"  # frozen protocols read the encoder's tokens
 
@@ -309,55 +309,77 @@ class CTC:
     def frozen(self, protocol: str, train, eval_sets: dict, num_outputs: int, ev, keep: dict | None = None
                ) -> tuple[dict, dict]:  # fmt: skip
         """``linear``: CTC heads on the frozen standardized tokens, lr / L2 / epochs chosen on ``eval_sets["val"]``
-        -> ({split: {"cer", "wer"}}, {"lr", "l2", "epochs"}); ``keep`` receives each split's ``error_counts``."""
-        if protocol != "linear":
+        -> ({split: {"cer", "wer"}}, {"lr", "l2", "epochs"}); ``bilstm``: SUPERB's recurrent head
+        (``evaluate/ctc_lstm.py``), its epochs chosen on validation; ``keep`` receives each split's
+        ``error_counts``."""
+        if protocol not in ("linear", "bilstm"):
             raise ValueError(f"ctc has no frozen protocol {protocol!r}")
         train_f, train_y = train
         mu = train_f.flat.mean(0)
         sd = train_f.flat.std(0).clamp_min(1e-6) if train_f.flat.shape[0] > 1 else torch.ones_like(mu)
         norm = lambda f: f.map(lambda t: (t - mu) / sd)  # noqa: E731
         val_f, val_y = eval_sets["val"]
-        grid = dict(lrs=ev.ctc_lrs, weight_decays=ev.ctc_weight_decays, epochs=ev.ctc_epochs,
+        if protocol == "bilstm":
+            from selfsup.evaluate.ctc_lstm import decode_lstm, fit_ctc_lstm
+
+            recipe = dict(hidden=ev.ctc_lstm_hidden, layers=ev.ctc_lstm_layers, lr=ev.ctc_lstm_lr,
+                          epochs=ev.ctc_lstm_epochs, batch_size=ev.ctc_lstm_batch_size, seed=ev.seed,
+                          num_outputs=num_outputs, max_steps=ev.ctc_max_steps, device=getattr(self, "device", "cpu"))
+            head, chosen, _ = fit_ctc_lstm(norm(train_f), train_y, norm(val_f), val_y, **recipe)
+            decode = lambda f: decode_lstm(head, norm(f))  # noqa: E731
+        else:
+            grid = dict(lrs=ev.ctc_lrs, weight_decays=ev.ctc_weight_decays, epochs=ev.ctc_epochs,
                     batch_size=ev.ctc_batch_size, seed=ev.seed, num_outputs=num_outputs, max_steps=ev.ctc_max_steps,
                     device=getattr(self, "device", "cpu"))  # fmt: skip
-        (w, b), chosen, _ = fit_ctc_heads(norm(train_f), train_y, norm(val_f), val_y, **grid)
+            (w, b), chosen, _ = fit_ctc_heads(norm(train_f), train_y, norm(val_f), val_y, **grid)
+            decode = lambda f: _decode_all(w.T, b, 1, norm(f))[0]  # noqa: E731
         scores = {}
         for split, (f, y) in eval_sets.items():
-            counts = error_counts(_decode_all(w.T, b, 1, norm(f))[0], texts(y))
+            counts = error_counts(decode(f), texts(y))
             scores[split] = rates_of(counts)
             if keep is not None:
                 keep[split] = counts
         return scores, chosen
 
     def probe_seconds(self, splits: dict, sizes: list[int], dims: list[int], frozen: list[str], ev) -> dict:
-        """Seconds the linear heads should take: a few training steps of every head at once, timed on random
-        tokens of a batch of the pool's clip lengths (padded, with transcripts of 16 characters a second) at the
-        widest feature size (the log-mel baseline's 320), times the steps of each label fraction and encoder."""
-        if "linear" not in frozen:
-            return {}
+        """Seconds the heads should take (``linear``, ``bilstm``): a few training steps, timed on random tokens of
+        a batch of the pool's clip lengths (padded, with transcripts of 16 characters a second) at the widest
+        feature size (the log-mel baseline's 320), times the steps of each label fraction and encoder."""
         lengths = np.asarray(splits["pool"].x.lengths)
-        if not len(lengths):
+        if not len(lengths) or not {"linear", "bilstm"} & set(frozen):
             return {}
-        spec, bs = AudioSpec(), ev.ctc_batch_size
-        rng = np.random.default_rng(0)
-        tokens = np.maximum(1, -(-rng.choice(lengths, bs) // (spec.hop * STACK)))  # [bs] tokens of each clip
-        chars = np.maximum(1, (tokens * 16 * spec.hop * STACK / spec.sample_rate).astype(int))
-        y = SequenceLabels.from_lists([[1 + i % (len(CTC_CLASSES) - 1) for i in range(c)] for c in chars])
+        from selfsup.evaluate.ctc_lstm import fit_ctc_lstm
+
+        spec, out = AudioSpec(), {}
         dim = max([d for d in dims if d > 1] + [STACK * spec.n_mels])
-        g = torch.Generator().manual_seed(0)
-        feats = TokenFeatures.from_padded([(torch.randn(bs, int(tokens.max()), dim, generator=g),
-                                            torch.from_numpy(tokens))], dim)  # fmt: skip
-        heads = len(ev.ctc_lrs) * len(ev.ctc_weight_decays)
-        for _ in range(2):  # the first steps in a process are slower: the second call is timed
-            t0 = time.perf_counter()
-            fit_ctc_heads(feats, y, feats.take(np.arange(1)), y.take(np.arange(1)), lrs=[1e-3] * heads,
-                          epochs=(1,), batch_size=bs)  # fmt: skip
-        per_step = (time.perf_counter() - t0) / MIN_STEPS_PER_EPOCH
-        steps = 0
-        for n in sizes:
-            per_epoch = max(MIN_STEPS_PER_EPOCH, math.ceil(n / min(ev.ctc_batch_size, n)))
-            steps += max(ctc_stops(ev.ctc_epochs, per_epoch, ev.ctc_max_steps)) * per_epoch
-        return {"linear": per_step * steps * len(dims)}
+        for protocol in ("linear", "bilstm"):
+            if protocol not in frozen:
+                continue
+            linear = protocol == "linear"
+            bs, epochs = (ev.ctc_batch_size, ev.ctc_epochs) if linear else (ev.ctc_lstm_batch_size, ev.ctc_lstm_epochs)
+            rng = np.random.default_rng(0)
+            tokens = np.maximum(1, -(-rng.choice(lengths, bs) // (spec.hop * STACK)))  # [bs] tokens of each clip
+            chars = np.maximum(1, (tokens * 16 * spec.hop * STACK / spec.sample_rate).astype(int))
+            y = SequenceLabels.from_lists([[1 + i % (len(CTC_CLASSES) - 1) for i in range(c)] for c in chars])
+            g = torch.Generator().manual_seed(0)
+            feats = TokenFeatures.from_padded([(torch.randn(bs, int(tokens.max()), dim, generator=g),
+                                                torch.from_numpy(tokens))], dim)  # fmt: skip
+            one = (feats.take(np.arange(1)), y.take(np.arange(1)))
+            for _ in range(2):  # the first steps in a process are slower: the second call is timed
+                t0 = time.perf_counter()
+                if linear:
+                    heads = len(ev.ctc_lrs) * len(ev.ctc_weight_decays)
+                    fit_ctc_heads(feats, y, *one, lrs=[1e-3] * heads, epochs=(1,), batch_size=bs)
+                else:
+                    fit_ctc_lstm(feats, y, *one, hidden=ev.ctc_lstm_hidden, layers=ev.ctc_lstm_layers, epochs=(1,),
+                                 batch_size=bs)  # fmt: skip
+            per_step = (time.perf_counter() - t0) / MIN_STEPS_PER_EPOCH
+            steps = 0
+            for n in sizes:
+                per_epoch = max(MIN_STEPS_PER_EPOCH, math.ceil(n / min(bs, n)))
+                steps += max(ctc_stops(epochs, per_epoch, ev.ctc_max_steps)) * per_epoch
+            out[protocol] = per_step * steps * len(dims)
+        return out
 
     def head(self, dim: int, num_outputs: int, generator: torch.Generator | None = None) -> nn.Module:
         head = CTCHead(dim, num_outputs)

@@ -30,6 +30,8 @@ class Protocol:
 for _p in (Protocol("knn", True, "weighted kNN on frozen features (k=200, cosine, T=0.07)"),
            Protocol("linear", True, "a linear head on frozen standardized features, its settings chosen on validation "
                                     "(classify: logistic regression; ctc: a linear CTC head on the tokens)"),
+           Protocol("bilstm", True, "ctc: SUPERB's 2-layer BiLSTM CTC head on the frozen standardized tokens, its "
+                                    "epochs chosen on validation"),
            Protocol("finetune", False, "the whole encoder + a task head, AdamW, warm-up + cosine"),
            Protocol("cosine", True, "cosine similarity of frozen pooled features over seeded trial pairs (verify)")
            ):  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 
 from selfsup.errors import UserError
 
@@ -174,6 +175,23 @@ def _kv(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _eval_kwargs(a, extra: dict) -> dict:
+    """The keyword arguments of ``evaluate`` / ``audit``: ``--set`` fields, the flags' ``extra`` fields over them,
+    and the fields that are also parameters (labels, baselines, plot, task) from their flag, else from ``--set``
+    (coerced as the eval config's field: ``--set baselines=false`` is ``--no-baselines``)."""
+    from selfsup.config import EvalConfig, _coerce
+
+    sets = {**_kv(a.set), **extra}
+    named = {"labels": a.labels, "baselines": False if a.no_baselines else None,
+             "plot": True if getattr(a, "plot", False) else None, "task": a.task}  # fmt: skip
+    hints = typing.get_type_hints(EvalConfig)
+    for key in named:
+        value = sets.pop(key, None)
+        if named[key] is None and value is not None:
+            named[key] = value if key == "labels" else _coerce(value, hints[key], f"eval.{key}")
+    return {**named, **sets}
+
+
 def _cmd_pretrain(a) -> None:
     from selfsup import api
 
@@ -200,8 +218,7 @@ def _cmd_eval(a) -> None:
 
     limits = {k: v for k, v in (("train_limit", a.train_limit), ("test_limit", a.test_limit), ("data", a.data))
               if v is not None}  # fmt: skip
-    api.evaluate(a.run, protocol=a.protocol, labels=a.labels, baselines=False if a.no_baselines else None,
-                 plot=True if a.plot else None, task=a.task, **limits, **_kv(a.set))  # fmt: skip
+    api.evaluate(a.run, protocol=a.protocol, **_eval_kwargs(a, limits))
 
 
 def _cmd_audit(a) -> None:
@@ -211,8 +228,9 @@ def _cmd_audit(a) -> None:
         raise UserError("selfsup audit always writes its chart and report.html; leave out --plot")
     extra = {k: v for k, v in (("train_limit", a.train_limit), ("test_limit", a.test_limit), ("data", a.data),
                                ("min_group_size", a.min_group_size), ("bootstrap", a.bootstrap)) if v is not None}
-    audit(a.run, group=a.group, protocol=a.protocol, labels=a.labels, baselines=False if a.no_baselines else None,
-          task=a.task, **extra, **_kv(a.set))  # fmt: skip
+    kwargs = _eval_kwargs(a, extra)
+    kwargs.pop("plot")  # refused above
+    audit(a.run, group=a.group, protocol=a.protocol, **kwargs)
 
 
 def _cmd_compare(a) -> None:

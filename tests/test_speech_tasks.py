@@ -322,3 +322,11 @@ def test_compare_ranks_speech_runs_on_the_tasks_error_rate(synth_small, tmp_path
     vals = [e["val_mean"] for e in report["leaderboard"]]
     assert all(v is not None for v in vals) and vals == sorted(vals)  # error rates: the lowest first
     assert {e["name"] for e in report["leaderboard"]} >= {"tera", "speaker-contrastive", "raw input"}
+
+
+def test_eval_fields_that_are_also_flags_can_be_set(tera_run):
+    """``--set baselines=false`` is ``--no-baselines`` (it was a TypeError traceback: the field is also a parameter)."""
+    assert main(["eval", str(tera_run), "--task", "verify", "--set", "baselines=false", "--set", "task=verify"]) == 0
+    rows = json.loads((tera_run / "eval.json").read_text())
+    assert {r["encoder"] for r in rows} == {"pretrained"}
+    assert main(["eval", str(tera_run), "--set", "task=verify", "--set", "baselines=maybe"]) == 2

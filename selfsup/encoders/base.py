@@ -36,12 +36,14 @@ def token_sample(tokens: Tensor, lengths: Tensor | None = None, n: int = 256) ->
     """Up to ``n`` valid tokens of the batch, evenly spaced over its valid positions in order (no random
     numbers): tokens [B, T, D] -> [min(n, valid), D]. What a frame-level method's collapse monitor reads: a
     mean over hundreds of frames is narrow around the batch's mean spectrum while every frame is still distinct."""
-    flat = tokens.detach().flatten(0, 1)  # [B * T, D]
-    if lengths is not None:
-        flat = flat[padding_mask(lengths.to(tokens.device), tokens.shape[1]).flatten()]
-    if len(flat) > n:
-        flat = flat[torch.linspace(0, len(flat) - 1, n, device=flat.device).long()]
-    return flat
+    flat = tokens.detach().flatten(0, 1)  # [B * T, D], a view: only the chosen rows are copied (every step)
+    if lengths is None:
+        pos = torch.arange(len(flat), device=flat.device)
+    else:
+        pos = padding_mask(lengths.to(tokens.device), tokens.shape[1]).flatten().nonzero().squeeze(1)
+    if len(pos) > n:
+        pos = pos[torch.linspace(0, len(pos) - 1, n, device=flat.device).long()]
+    return flat[pos]
 
 
 class ImageInput(nn.Module):

@@ -242,11 +242,14 @@ def test_eval_task_verify(tera_run):
     assert all(0 <= r["value"] <= 1 and r["chosen"]["norm"] in ("none", "center", "standardize") for r in rows)
 
 
-def test_eval_task_ctc(tera_run):
+def test_eval_task_ctc(tera_run, capsys):
     fast = ["--set", "ctc_lrs=0.01", "--set", "ctc_epochs=1,3", "--set", "finetune_min_steps=3",
             "--set", "finetune_epochs=1", "--set", "ctc_lstm_epochs=1,2", "--set", "ctc_lstm_hidden=16"]  # fmt: skip
     assert main(["eval", str(tera_run), "--task", "ctc", "--protocol", "linear,bilstm,finetune", "--labels",
                  "10%,100%", *fast]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    # the recurrent head reports each scored epoch (it trains for minutes): 2 fractions x 3 encoders x 2 epochs
+    assert out.count("bilstm epoch 2/2: validation CER") == 6 and out.count("bilstm epoch 1/2") == 6
     rows = json.loads((tera_run / "eval.json").read_text())
     got = {(r["protocol"], r["encoder"]) for r in rows}
     frozen = {(p, e) for p in ("linear", "bilstm") for e in ("pretrained", "random_init", "raw")}

@@ -320,6 +320,7 @@ def open_session(run_path, protocol=None, labels=None, baselines=None, plot=None
     if ev.baselines:
         encoders["random_init"] = load_encoder(run_path, random_init=True)
     device = t.device = cfg.train.device  # where a task trains its own heads (ctc's linear CTC heads)
+    t.log = log  # where a task's long heads report progress (ctc's bilstm: each scored epoch)
     return Session(Path(run_path), cfg, ev, t, data_cfg, raw, ds, carved, texts, ys, encoders, device, num_outputs)
 
 

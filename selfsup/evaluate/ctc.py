@@ -324,7 +324,8 @@ class CTC:
 
             recipe = dict(hidden=ev.ctc_lstm_hidden, layers=ev.ctc_lstm_layers, lr=ev.ctc_lstm_lr,
                           epochs=ev.ctc_lstm_epochs, batch_size=ev.ctc_lstm_batch_size, seed=ev.seed,
-                          num_outputs=num_outputs, max_steps=ev.ctc_max_steps, device=getattr(self, "device", "cpu"))
+                          num_outputs=num_outputs, max_steps=ev.ctc_max_steps, device=getattr(self, "device", "cpu"),
+                          log=getattr(self, "log", None))
             head, chosen, _ = fit_ctc_lstm(norm(train_f), train_y, norm(val_f), val_y, **recipe)
             decode = lambda f: decode_lstm(head, norm(f))  # noqa: E731
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from selfsup.data import SequenceLabels
 from selfsup.data.audio import CTC_CLASSES, transcript_text
 from selfsup.evaluate.features import TokenFeatures
+from selfsup.fmt import fmt_duration
 
 CLIP_NORM = 5.0
 DROPOUT = 0.2
@@ -60,12 +62,13 @@ def decode_lstm(head: LSTMHead, feats: TokenFeatures, batch: int = 64, device: s
 def fit_ctc_lstm(train: TokenFeatures, train_y: SequenceLabels, val: TokenFeatures, val_y: SequenceLabels, *,
                  hidden: int = 256, layers: int = 2, lr: float = 1e-3, epochs=(10, 20, 40, 80), batch_size: int = 16,
                  seed: int = 0, num_outputs: int = len(CTC_CLASSES), max_steps: int | None = None,
-                 device: str = "cpu") -> tuple:  # fmt: skip
+                 device: str = "cpu", log=None) -> tuple:  # fmt: skip
     """Train an :class:`LSTMHead` on (standardized) token features; after each of ``epochs`` epochs (an epoch:
     ceil(N / batch) steps, at least ``ctc.MIN_STEPS_PER_EPOCH``; epochs past ``max_steps`` steps left out, never
     the first) score it on the validation set. Returns the head at the epoch with the lowest validation CER (ties
     to fewer epochs), what was chosen ({"lr", "epochs", "hidden"}) and its validation error rates. The weights
-    and the batches come from ``seed`` alone."""
+    and the batches come from ``seed`` alone. ``log`` (a callable) receives a line after each scored epoch: the
+    head trains for minutes on a CPU."""
     from selfsup.distributed import local_device
     from selfsup.evaluate.ctc import MIN_STEPS_PER_EPOCH, ctc_loss, ctc_stops, error_rates, texts
 
@@ -81,9 +84,10 @@ def fit_ctc_lstm(train: TokenFeatures, train_y: SequenceLabels, val: TokenFeatur
     per_epoch = max(MIN_STEPS_PER_EPOCH, math.ceil(n / bs))
     refs = texts(val_y)
     best, order, done = None, torch.empty(0, dtype=torch.long), 0
+    stops, t0 = ctc_stops(epochs, per_epoch, max_steps), time.perf_counter()
     flush = torch.set_flush_denormal(True)
     try:
-        for stop in ctc_stops(epochs, per_epoch, max_steps):
+        for stop in stops:
             head.train()
             with torch.enable_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed * 1_000_003 + stop)  # dropout's masks: from the seed, not the global state
@@ -103,6 +107,11 @@ def fit_ctc_lstm(train: TokenFeatures, train_y: SequenceLabels, val: TokenFeatur
             if best is None or rates["cer"] < best[2]["cer"]:
                 kept = copy.deepcopy(head).cpu()
                 best = (kept, {"lr": lr, "epochs": stop, "hidden": hidden}, rates)
+            if log is not None:
+                spent = time.perf_counter() - t0
+                left = spent / (stop * per_epoch) * (stops[-1] - stop) * per_epoch
+                log(f"    bilstm epoch {stop}/{stops[-1]}: validation CER {100 * rates['cer']:.1f}% "
+                    f"({fmt_duration(spent)}, {fmt_duration(left)} left)")  # fmt: skip
     finally:
         if flush:
             torch.set_flush_denormal(False)

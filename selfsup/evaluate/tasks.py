@@ -22,7 +22,8 @@ distances and reference lengths; verify: the normalized features and speakers), 
 one from fine-tuning's predictions, and ``by_group(outcome, groups, metric, ev) -> GroupRows`` lays it out for a
 per-group metric (rows, each row's group, the metric of a set of rows).
 
-``evaluate()`` sets ``task.device`` (the run's device) before scoring, for tasks that train heads of their own.
+``evaluate()`` sets ``task.device`` (the run's device) and ``task.log`` (where progress lines go) before scoring,
+for tasks that train heads of their own.
 """
 
 from __future__ import annotations

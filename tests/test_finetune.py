@@ -219,3 +219,22 @@ def test_finetune_defaults_follow_the_runs_input_kind_unless_set():
     assert fields(EvalConfig(task="ctc").for_modality("audio")) == FINETUNE_DEFAULTS["audio/ctc"] == (120, 3e-3, False)
     assert fields(EvalConfig(task="classify").for_modality("audio")) == FINETUNE_DEFAULTS["image"]
     assert fields(EvalConfig(task="ctc", finetune_epochs=7).for_modality("audio"))[0] == 7
+
+
+def test_the_finetune_estimate_runs_a_real_step_and_leaves_the_encoder_and_the_rng_alone(digits, one_thread):
+    from selfsup.data import Split
+    from selfsup.evaluate.estimate import estimate_phases
+
+    tr_x, tr_y, te_x, te_y = digits
+    enc = tiny_encoder()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    splits = {"pool": Split(tr_x[:200], tr_y[:200].numpy()), "val": Split(te_x[:50], te_y[:50].numpy()),
+              "test": Split(te_x[50:100], te_y[50:100].numpy())}  # fmt: skip
+    ev = EvalConfig(protocols=["finetune"], baselines=False, finetune_epochs=1, finetune_lr=1e-3,
+                    finetune_probe_first=False)  # fmt: skip
+    rng = torch.get_rng_state()
+    out = estimate_phases(TASK, {"pretrained": enc}, splits, {0.1: np.arange(20), 1.0: np.arange(200)}, ev, "cpu", 10,
+                          augment=finetune_augment(SPEC))  # fmt: skip
+    assert set(out) == {"finetune"} and out["finetune"] > 0
+    assert torch.equal(torch.get_rng_state(), rng)  # the estimate changes no result that follows it
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())

@@ -326,7 +326,7 @@ def open_session(run_path, protocol=None, labels=None, baselines=None, plot=None
 
 def estimate_seconds(s: Session, log) -> dict[str, float]:
     estimate = estimate_phases(s.task, s.encoders, s.splits, s.subsets, s.ev, s.device, s.num_outputs, s.texts,
-                               s.raw.spec.kind)  # fmt: skip
+                               s.raw.spec.kind, finetune_augment(s.ds.spec))  # fmt: skip
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
     log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
     return estimate

@@ -1,6 +1,6 @@
 """How long an evaluation should take, told before it starts (``estimate_phases``): feature extraction timed on a
-batch of test samples, the frozen probes timed on slices of their problem and scaled, fine-tuning from the time of
-a forward pass."""
+batch of test samples, the frozen probes timed on slices of their problem and scaled, fine-tuning from a timed
+step."""
 
 from __future__ import annotations
 
@@ -74,11 +74,28 @@ def _tfidf_seconds(texts: dict, y_pool, sizes: list[int], queries: int, frozen: 
     return seconds
 
 
-def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, texts=None, raw_kind="text"
-                    ) -> dict[str, float]:  # fmt: skip
+def _finetune_step_seconds(task, enc, pool, ev, device, num_outputs, augment) -> float:
+    """Seconds of one fine-tuning step: a one-step ``finetune`` of a batch of the pool, timed the second time (the
+    first steps in a process are slower); its set-up (a copy of the encoder, the head) is counted in."""
+    from selfsup.evaluate.finetune import finetune
+
+    sub = pool.take(np.arange(min(ev.finetune_batch_size, len(pool))))
+    seconds = 0.0
+    for _ in range(2):
+        t0 = time.perf_counter()
+        finetune(enc, sub.x, sub.y, task, num_outputs, augment, epochs=1, lr=ev.finetune_lr or 1e-3,
+                 batch_size=ev.finetune_batch_size, min_steps=1, max_steps=1, seed=ev.seed, device=device,
+                 lengths=sub.lengths)  # fmt: skip
+        seconds = time.perf_counter() - t0
+    return seconds
+
+
+def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, texts=None, raw_kind="text",
+                    augment=None) -> dict[str, float]:  # fmt: skip
     """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
     test samples, the probes timed on a slice of their problem (text: the TF-IDF baseline timed on a slice of
-    the documents), fine-tuning steps at three forward passes per sample."""
+    the documents), fine-tuning from one timed step (``augment``: the modality's fine-tuning augmentation) and
+    the prediction of validation and test after each run."""
     n = min(ev.batch_size, len(splits["test"]))
     x, lengths = splits["test"].x[:n], head_lengths(splits["test"].lengths, n)  # one batch as extraction runs them
     enc = encoders["pretrained"]
@@ -108,7 +125,8 @@ def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, te
     if tuned:
         steps = [max(ev.finetune_min_steps, ev.finetune_epochs * -(-n // ev.finetune_batch_size)) for n in sizes]
         steps = [min(s, ev.finetune_max_steps) if ev.finetune_max_steps else s for s in steps]
-        out["finetune"] = tuned * sum(steps) * min(ev.finetune_batch_size, max(sizes)) * 3 * per_sample
+        step = _finetune_step_seconds(task, enc, splits["pool"], ev, device, num_outputs, augment)
+        out["finetune"] = tuned * (sum(steps) * step + len(sizes) * queries * per_sample)
     return out
 
 

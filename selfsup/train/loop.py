@@ -330,8 +330,9 @@ class Trainer:
         total = self.total = self._total_steps()
         warmup = t.warmup_steps if t.warmup_steps is not None else int(t.warmup * total)
         cfg = dataclasses.replace(self.cfg, train=dataclasses.replace(t, steps=total, warmup_steps=warmup))
-        replan_at = max(warmup, int(REPLAN_SHARE * total)) if self._budget is not None else None
-        replan_at = replan_at if replan_at is not None and replan_at >= REPLAN_MIN_STEPS else None
+        # a short plan (a quarter under REPLAN_MIN_STEPS steps) is re-planned at that step, if it comes before the end
+        replan_at = max(warmup, int(REPLAN_SHARE * total), REPLAN_MIN_STEPS) if self._budget is not None else None
+        replan_at = replan_at if replan_at is not None and replan_at < total else None
         first_plan, replanned_at = as_plans(t.first_plan, t.replanned_at)  # as config.yaml says: --config repeats it
         check_at = None  # the next later check of the budget (after the first re-plan)
         if self.rank == 0 and self.start_step == 0:
@@ -395,8 +396,11 @@ class Trainer:
         return Run(self.run_dir, cfg)
 
     def _next_check(self, done: int) -> int | None:
-        """The next step (after ``done``, before the end) at one of ``CHECK_SHARES`` of the plan in force."""
-        later = [int(share * self.total) for share in CHECK_SHARES if done < int(share * self.total) < self.total]
+        """The next step before the end at one of ``CHECK_SHARES`` of the plan in force, at least half of
+        ``REPLAN_MIN_STEPS`` steps after ``done``: a pace timed over one or two steps is noise."""
+        gap = max(1, REPLAN_MIN_STEPS // 2)
+        at = [int(share * self.total) for share in CHECK_SHARES]
+        later = [step for step in at if done + gap <= step < self.total]
         return later[0] if later else None
 
     def _replan(self, cfg: RunConfig, done: int, since: tuple[int, float] | None, plans: list[int],
@@ -421,6 +425,10 @@ class Trainer:
                                                                  replanned_at=list(steps)))  # fmt: skip
         if total != self.total:
             self._say(f"re-planned at step {done}: {per_step:.2f} s/step -> {total} steps (was {self.total})")
+        if total < MIN_USEFUL_STEPS <= self.total:
+            self._say(f"WARNING: at this pace the {cfg.train.budget} budget buys only {total} steps, too few to learn "
+                      f"much (aim for {MIN_USEFUL_STEPS}+); is another job using the {self.device.type}? A longer "
+                      "--budget or a quieter machine helps")  # fmt: skip
         self.total = total
         if self.rank == 0:
             runs.save_config(self.run_dir, cfg)

@@ -28,8 +28,9 @@ A user's audio folder (``--data PATH``, read by :func:`load_audio_folder`):
   per attribute (``selfsup.data.folder.folder_groups``: one row per readable audio file, each mistake a one-line
   error naming groups.csv and the line). A ``speaker`` column there replaces the sub-folder speaker group (the
   labels still come from the sub-folders). groups.csv is read at every load, so editing it needs no re-decoding.
-* Bad input (a file soundfile cannot decode or without samples, a transcript outside the alphabet, a
-  ``metadata.csv`` line naming no file) is skipped and counted in one log line, or with ``strict=True`` a
+* Bad input (a file soundfile cannot decode or without samples, a clip shorter than ``MIN_CLIP`` (55 ms, the
+  audio of the speech encoder's first token), a transcript outside the alphabet, a ``metadata.csv`` line naming no
+  file) is skipped and counted in one log line, or with ``strict=True`` a
   one-line :class:`UserError` naming the file. A folder with no audio file is an error.
 * Decoded once into ``cache_dir()/audio/<key>/`` (``audio.npy`` int16 [total], train clips first then test,
   ``offsets.npy`` int64 [N + 1], ``meta.json`` written last); the key covers every file's path, size and mtime.
@@ -61,7 +62,10 @@ CHARS = " 'abcdefghijklmnopqrstuvwxyz"  # the CTC alphabet; character ids are 1 
 CTC_CLASSES = ["<blank>", *CHARS]  # class id -> name; 0 is CTC's blank
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: clips shorter than MIN_CLIP skipped
+# the audio the speech encoder's first token reads (4 log-mel frames of 25 ms every 10 ms: 55 ms); a shorter clip
+# is skipped and counted (an error under --strict): it holds less than one token of sound
+MIN_CLIP = AudioSpec().win + 3 * AudioSpec().hop
 TEST_FRACTION = 0.2
 _UNSPOKEN = re.compile(r"[.,;:!?\"()\[\]{}\u2013\u2014\u2026\u201c\u201d\-]|\s")
 _QUOTE = re.compile(r"(?<![a-z])'|'(?![a-z])")
@@ -295,7 +299,8 @@ class _Skipped:
     """Bad input, counted by kind; with ``strict`` the first one is a one-line UserError."""
 
     WHAT = {"audio": "unreadable or empty audio file", "transcript": "transcript outside the alphabet",
-            "metadata": "metadata.csv line naming no audio file"}  # fmt: skip
+            "metadata": "metadata.csv line naming no audio file",
+            "short": f"clip shorter than {1000 * MIN_CLIP // SAMPLE_RATE} ms"}  # fmt: skip
 
     def __init__(self, strict: bool):
         self.strict, self.counts, self.examples = strict, {}, {}
@@ -418,6 +423,11 @@ def _decode_folder(root: Path, name: str, files: list[str], folder: Path, strict
                 if clip is None:
                     skipped.add("audio", rel, f"{os.path.join(name, rel)} is not a readable audio file ({error}); "
                                 "remove or re-encode it")  # fmt: skip
+                    continue
+                if len(clip) < MIN_CLIP:
+                    skipped.add("short", rel, f"{os.path.join(name, rel)} lasts {1000 * len(clip) / SAMPLE_RATE:.0f} "
+                                f"ms, shorter than the {1000 * MIN_CLIP // SAMPLE_RATE} ms the speech encoder's first "
+                                "token reads; remove it or join it to a longer clip")  # fmt: skip
                     continue
                 writer.add(clip)
                 kept.append(rel)

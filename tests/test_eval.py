@@ -143,3 +143,13 @@ def test_feature_extraction_folds_batchnorm_without_changing_features():
         got = extract_features(enc, x, batch_size=4)
         assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), name
         assert any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.modules())
+
+
+def test_the_raw_column_is_named_for_the_data_and_task():
+    from selfsup.evaluate import raw_baseline_name
+
+    assert raw_baseline_name("audio", "verify").startswith("MFCC statistics")
+    assert raw_baseline_name("audio", "classify").startswith("MFCC statistics")
+    assert raw_baseline_name("audio", "ctc").startswith("log-mel frames")
+    assert raw_baseline_name("image", "classify") == "raw pixels under the same probe"
+    assert raw_baseline_name("sequence", "classify").startswith("k-mer counts")

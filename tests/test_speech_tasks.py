@@ -250,6 +250,7 @@ def test_eval_task_ctc(tera_run, capsys):
     out = capsys.readouterr().out
     # the recurrent head reports each scored epoch (it trains for minutes): 2 fractions x 3 encoders x 2 epochs
     assert out.count("bilstm epoch 2/2: validation CER") == 6 and out.count("bilstm epoch 1/2") == 6
+    assert "raw = log-mel frames (normalized per bin, 4 stacked) under the same head" in out  # the column said
     rows = json.loads((tera_run / "eval.json").read_text())
     got = {(r["protocol"], r["encoder"]) for r in rows}
     frozen = {(p, e) for p in ("linear", "bilstm") for e in ("pretrained", "random_init", "raw")}

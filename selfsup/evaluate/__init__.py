@@ -383,6 +383,8 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     rows = score_rows(s, feats, log, clock)
     atomic_write_text(s.run / "eval.json", json.dumps(rows, indent=1))
     log(format_table(rows))
+    if any(r["encoder"] == "raw" for r in rows):
+        log(f"raw = {raw_baseline_name(s.raw.spec.kind, s.task.name)}")
     log(f"wrote {s.run / 'eval.json'}")
     if s.ev.plot:
         from selfsup.report.evaluation import write_eval_report
@@ -396,6 +398,16 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in clock.phases.items())
     log(f"evaluation took {fmt_duration(clock.total())} ({parts})")
     return rows
+
+
+RAW_BASELINES = {"image": "raw pixels under the same probe", "text": "TF-IDF of word uni- and bigrams",
+                 "sequence": "k-mer counts (k = 1..4)", "audio": "MFCC statistics (20 MFCC + deltas, mean and std)",
+                 "audio/ctc": "log-mel frames (normalized per bin, 4 stacked) under the same head"}  # fmt: skip
+
+
+def raw_baseline_name(kind: str, task: str) -> str:
+    """What the ``raw`` column of a table holds, for the data's input kind and the task."""
+    return RAW_BASELINES.get(f"{kind}/{task}") or RAW_BASELINES.get(kind, "the raw input under the same probe")
 
 
 def format_table(rows: list[dict], split: str = "test") -> str:

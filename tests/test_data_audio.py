@@ -148,6 +148,7 @@ def _bad_folder(root):
     (root / "spk1" / "digits.txt").write_text("call 911 now")
     (root / "metadata.csv").write_text("spk1/good|fine words\nspk1/missing|lost words\n")
     _wav(root / "spk2" / "blip.wav", _sine(300, 44100, seconds=0.05), 44100)  # 800 samples at 16 kHz: under 880
+    _wav(root / "spk1" / "blip2.wav", _sine(300, 16000, seconds=0.01), 16000)
 
 
 def test_bad_input_is_skipped_and_counted(tmp_path, private_cache):
@@ -156,9 +157,9 @@ def test_bad_input_is_skipped_and_counted(tmp_path, private_cache):
     log = Log()
     ds = load_audio_folder(root, log=log)
     assert len(ds.train) == 2 and ds.test is None  # one clip per speaker: none held out
-    assert len(log) == 1 and "skipped 6 of 8 audio inputs" in log[0], log
+    assert len(log) == 1 and "skipped 7 of 9 audio inputs" in log[0], log
     assert "3 unreadable or empty audio files" in log[0] and "1 transcript outside the alphabet" in log[0]
-    assert "1 clip shorter than 55 ms (e.g. spk2/blip.wav)" in log[0]
+    assert "2 clips shorter than 55 ms (e.g. spk" in log[0]
     assert "1 metadata.csv line naming no audio file (e.g. metadata.csv line 2)" in log[0]
     again = Log()
     load_audio_folder(root, log=again)  # from the cache: the same line
@@ -178,6 +179,7 @@ def test_strict_bad_input_is_a_one_line_error(tmp_path, private_cache, culprit, 
     _bad_folder(root)
     keep = {"corrupt": "spk1/corrupt.wav", "empty": "spk2/empty.flac", "noframes": "spk2/noframes.wav",
             "digits": "spk1/digits.txt", "metadata": "metadata.csv", "short": "spk2/blip.wav"}  # fmt: skip
+    (root / "spk1" / "blip2.wav").unlink()
     for name, rel in keep.items():
         if name != culprit:
             (root / rel).unlink()

@@ -242,7 +242,7 @@ def _audio(root: Path) -> dict[str, int]:
     out = {}
     for s, spk in enumerate(("x", "y")):
         for i in range(5):
-            n = 800 + 40 * i + 400 * s
+            n = 900 + 40 * i + 400 * s  # at least MIN_CLIP (880 samples)
             path = root / spk / f"{i}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(str(path), 0.1 * np.sin(np.arange(n) / 5.0).astype(np.float32), 16000)

@@ -300,7 +300,8 @@ class _Skipped:
 
     WHAT = {"audio": "unreadable or empty audio file", "transcript": "transcript outside the alphabet",
             "metadata": "metadata.csv line naming no audio file",
-            "short": f"clip shorter than {1000 * MIN_CLIP // SAMPLE_RATE} ms"}  # fmt: skip
+            "short": (f"clip shorter than {1000 * MIN_CLIP // SAMPLE_RATE} ms",
+                      f"clips shorter than {1000 * MIN_CLIP // SAMPLE_RATE} ms")}  # fmt: skip
 
     def __init__(self, strict: bool):
         self.strict, self.counts, self.examples = strict, {}, {}
@@ -316,7 +317,8 @@ def skipped_line(name: str, counts: dict, examples: dict, total: int) -> str | N
     """One line counting what was skipped, or None."""
     if not counts:
         return None
-    parts = [f"{count(n, _Skipped.WHAT[k])} (e.g. {examples[k]})" for k, n in counts.items()]
+    what = {k: w if isinstance(w, tuple) else (w,) for k, w in _Skipped.WHAT.items()}  # (singular[, plural])
+    parts = [f"{count(n, *what[k])} (e.g. {examples[k]})" for k, n in counts.items()]
     return f"{name}: skipped {sum(counts.values())} of {total} audio inputs: " + "; ".join(parts)
 
 

@@ -66,6 +66,7 @@ CACHE_VERSION = 2  # 2: clips shorter than MIN_CLIP skipped
 # the audio the speech encoder's first token reads (4 log-mel frames of 25 ms every 10 ms: 55 ms); a shorter clip
 # is skipped and counted (an error under --strict): it holds less than one token of sound
 MIN_CLIP = AudioSpec().win + 3 * AudioSpec().hop
+MIN_CLIP_MS = 1000 * MIN_CLIP // SAMPLE_RATE
 TEST_FRACTION = 0.2
 _UNSPOKEN = re.compile(r"[.,;:!?\"()\[\]{}\u2013\u2014\u2026\u201c\u201d\-]|\s")
 _QUOTE = re.compile(r"(?<![a-z])'|'(?![a-z])")
@@ -298,10 +299,10 @@ def is_audio_path(path) -> bool:
 class _Skipped:
     """Bad input, counted by kind; with ``strict`` the first one is a one-line UserError."""
 
-    WHAT = {"audio": "unreadable or empty audio file", "transcript": "transcript outside the alphabet",
-            "metadata": "metadata.csv line naming no audio file",
-            "short": (f"clip shorter than {1000 * MIN_CLIP // SAMPLE_RATE} ms",
-                      f"clips shorter than {1000 * MIN_CLIP // SAMPLE_RATE} ms")}  # fmt: skip
+    # each kind: (singular[, plural])
+    WHAT = {"audio": ("unreadable or empty audio file",), "transcript": ("transcript outside the alphabet",),
+            "metadata": ("metadata.csv line naming no audio file",),
+            "short": (f"clip shorter than {MIN_CLIP_MS} ms", f"clips shorter than {MIN_CLIP_MS} ms")}  # fmt: skip
 
     def __init__(self, strict: bool):
         self.strict, self.counts, self.examples = strict, {}, {}
@@ -317,8 +318,7 @@ def skipped_line(name: str, counts: dict, examples: dict, total: int) -> str | N
     """One line counting what was skipped, or None."""
     if not counts:
         return None
-    what = {k: w if isinstance(w, tuple) else (w,) for k, w in _Skipped.WHAT.items()}  # (singular[, plural])
-    parts = [f"{count(n, *what[k])} (e.g. {examples[k]})" for k, n in counts.items()]
+    parts = [f"{count(n, *_Skipped.WHAT[k])} (e.g. {examples[k]})" for k, n in counts.items()]
     return f"{name}: skipped {sum(counts.values())} of {total} audio inputs: " + "; ".join(parts)
 
 
@@ -428,7 +428,7 @@ def _decode_folder(root: Path, name: str, files: list[str], folder: Path, strict
                     continue
                 if len(clip) < MIN_CLIP:
                     skipped.add("short", rel, f"{os.path.join(name, rel)} lasts {1000 * len(clip) / SAMPLE_RATE:.0f} "
-                                f"ms, shorter than the {1000 * MIN_CLIP // SAMPLE_RATE} ms the speech encoder's first "
+                                f"ms, shorter than the {MIN_CLIP_MS} ms the speech encoder's first "
                                 "token reads; remove it or join it to a longer clip")  # fmt: skip
                     continue
                 writer.add(clip)

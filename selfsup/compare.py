@@ -81,16 +81,18 @@ def _pretrain_cmd(method: str, run: Path, data: str, shared: dict, sets: list[st
     return cmd
 
 
-SCORED_WITH = "compare_eval.json"  # the evaluation settings a run's eval.json was made with, by compare
+SCORED_WITH = runs.SCORED_WITH  # the evaluation settings a run's eval.json was made with, by compare
 AUDITED = "compare_audit.json"  # compare --group: the run's audit for this comparison
 
 
 def _scored(run: Path, protocols: list[str], labels: list[float], limits: dict) -> list[dict] | None:
-    """The run's eval.json rows if they were made with these settings and cover these protocols and fractions."""
-    path, made_with = run / "eval.json", run / SCORED_WITH
-    if not path.is_file() or not made_with.is_file() or json.loads(made_with.read_text()) != limits:
+    """The run's eval.json rows of this task if compare made them with these settings and they cover these
+    protocols and fractions (an evaluation by hand since then removes SCORED_WITH)."""
+    made_with = run / SCORED_WITH
+    if not made_with.is_file() or json.loads(made_with.read_text()) != limits:
         return None
-    rows = json.loads(path.read_text())
+    task = limits.get("task", "classify")
+    rows = [r for r in runs.read_eval_rows(run) if r.get("task", "classify") == task]
     if not rows or any("split" not in r for r in rows):
         return None
     have = {(r["protocol"], r["labels"]) for r in rows if r["encoder"] == "pretrained"}
@@ -145,7 +147,7 @@ def _score(run: Path, protocols, fractions, limits: dict, baselines: bool, group
     result = audit(run, group, protocol=protocols, labels=fractions, baselines=baselines, log=lambda s: None,
                    **overrides)  # fmt: skip
     runs.atomic_write_text(run / AUDITED, json.dumps(result, indent=1))  # RUN/audit.json is the latest audit's
-    runs.atomic_write_text(run / "eval.json", json.dumps(result["eval_rows"], indent=1))
+    runs.write_eval_rows(run, result["eval_rows"])
     return result["eval_rows"]
 
 

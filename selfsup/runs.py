@@ -5,7 +5,9 @@ evaluation never imports ``train``.
 A run folder: ``config.yaml`` (the resolved config, written before step 1), ``encoder.json``
 (builder, spec and params of the encoder, and which weights in the checkpoint are the encoder to
 evaluate), ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``cost.json``, and what evaluation
-adds (``eval.json``, ``eval_cost.json``, plots, ``report.html``).
+adds (``eval.json``, ``eval_cost.json``, plots, ``report.html``). ``eval.json`` accumulates: an evaluation
+replaces the rows of the same task, protocol, label fraction and encoder and keeps the others
+(``write_eval_rows``), so ``--task verify`` and then the default evaluation leave both in it.
 
 Checkpoint layout: ``RUN/checkpoints/step-000123/{model.safetensors, trainer.pt}`` and a
 ``RUN/checkpoints/latest`` file naming the newest complete one. A checkpoint is
@@ -51,6 +53,37 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+EVAL = "eval.json"
+SCORED_WITH = "compare_eval.json"  # compare's record of the settings eval.json was made with (dropped on a new write)
+EVAL_KEY = ("task", "protocol", "labels", "encoder")  # an evaluation's rows replace those with the same key
+
+
+def read_eval_rows(run_dir: str | Path) -> list[dict]:
+    """``RUN/eval.json``'s rows ([] when there is none); a file that is not a list of rows is a UserError."""
+    path = Path(run_dir) / EVAL
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except ValueError:
+        rows = None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "protocol" in r for r in rows):
+        raise UserError(f"{path}: not a list of evaluation rows; move it away and evaluate again")
+    return rows
+
+
+def write_eval_rows(run_dir: str | Path, rows: list[dict]) -> list[dict]:
+    """Merge ``rows`` into ``RUN/eval.json``: rows of an earlier evaluation with the same (task, protocol, labels,
+    encoder) as a new row are dropped, all others kept (rows without a task are classify's). Returns what it wrote.
+    ``compare``'s record of the settings (SCORED_WITH) no longer holds and is removed; compare writes it again."""
+    key = lambda r: (r.get("task", "classify"), *(r.get(k) for k in EVAL_KEY[1:]))  # noqa: E731
+    new = {key(r) for r in rows}
+    merged = [r for r in read_eval_rows(run_dir) if key(r) not in new] + list(rows)
+    (Path(run_dir) / SCORED_WITH).unlink(missing_ok=True)
+    atomic_write_text(Path(run_dir) / EVAL, json.dumps(merged, indent=1))
+    return merged
 
 
 def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

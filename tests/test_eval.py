@@ -1,14 +1,18 @@
 """Evaluation protocols against reference computations written here."""
 
 import importlib
+import json
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 import selfsup
 from selfsup.data import validation_split
+from selfsup.errors import UserError
 from selfsup.evaluate import balanced_subset, format_table, knn_accuracy, linear_accuracy, linear_probe
+from selfsup.runs import SCORED_WITH, read_eval_rows, write_eval_rows
 
 
 def reference_knn(train_f, train_y, test_f, k, t, c):
@@ -153,3 +157,23 @@ def test_the_raw_column_is_named_for_the_data_and_task():
     assert raw_baseline_name("audio", "ctc").startswith("log-mel frames")
     assert raw_baseline_name("image", "classify") == "raw pixels under the same probe"
     assert raw_baseline_name("sequence", "classify").startswith("k-mer counts")
+
+
+def test_eval_json_keeps_the_rows_of_other_evaluations(tmp_path):
+    """A new evaluation replaces rows of the same (task, protocol, labels, encoder) and keeps every other row:
+    ``--task verify`` and then the default evaluation left only the classify rows."""
+    row = lambda task, proto, frac, enc, split, v: {"task": task, "protocol": proto, "labels": frac,  # noqa: E731
+                                                   "encoder": enc, "split": split, "metric": "m", "value": v}
+    verify = [row("verify", "cosine", 1.0, e, s, 0.1) for e in ("pretrained", "raw") for s in ("val", "test")]
+    assert write_eval_rows(tmp_path, verify) == verify and read_eval_rows(tmp_path) == verify
+    (tmp_path / SCORED_WITH).write_text("{}")  # compare's record of what it scored: an evaluation by hand voids it
+    classify = [row("classify", "linear", 0.1, "pretrained", s, 0.5) for s in ("val", "test")]
+    assert write_eval_rows(tmp_path, classify) == verify + classify
+    assert not (tmp_path / SCORED_WITH).exists()
+    again = [row("verify", "cosine", 1.0, "pretrained", s, 0.2) for s in ("val", "test")]  # --no-baselines
+    merged = write_eval_rows(tmp_path, again)
+    assert merged == [r for r in verify if r["encoder"] == "raw"] + classify + again  # replaced, not duplicated
+    assert json.loads((tmp_path / "eval.json").read_text()) == merged
+    (tmp_path / "eval.json").write_text('{"not": "rows"}')
+    with pytest.raises(UserError, match="eval.json: not a list of evaluation rows; move it away"):
+        write_eval_rows(tmp_path, again)

@@ -82,7 +82,8 @@ def test_finetune_protocol_rows_and_errors(tiny_run, capsys, one_thread):
     assert_png(tiny_run / "embedding.png")  # no frozen protocol ran: the test embeddings are extracted for it
     assert "t-SNE of 60 test embeddings" in (tiny_run / "report.html").read_text()
     assert all(0 <= r["value"] <= 1 for r in rows)
-    assert json.loads((tiny_run / "eval.json").read_text()) == rows
+    written = json.loads((tiny_run / "eval.json").read_text())
+    assert [r for r in written if (r["protocol"], r["labels"]) == ("finetune", 1.0)] == rows  # replaced, not doubled
     capsys.readouterr()
     assert main(["eval", str(tiny_run), "--set", "finetune_layer_decay=1.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -234,8 +234,14 @@ def test_logmel_baseline_ctc_head_beats_all_blank(synth_small):
 
 
 def test_eval_task_verify(tera_run):
+    earlier = [{"task": "ctc", "protocol": "linear", "labels": 0.1, "encoder": "pretrained", "split": "test",
+                "metric": "cer", "value": 0.5}]  # fmt: skip
+    (tera_run / "eval.json").write_text(json.dumps(earlier))
     assert main(["eval", str(tera_run), "--task", "verify"]) == 0
-    rows = json.loads((tera_run / "eval.json").read_text())
+    written = json.loads((tera_run / "eval.json").read_text())
+    assert written[:1] == earlier  # another task's rows stay
+    rows = [r for r in written if r["task"] == "verify"]
+    assert len(rows) == len(written) - 1
     assert {(r["task"], r["protocol"], r["metric"], r["labels"]) for r in rows} == {("verify", "cosine", "eer", 1.0)}
     assert {(r["encoder"], r["split"]) for r in rows} == {(e, s) for e in ("pretrained", "random_init", "raw")
                                                           for s in ("val", "test")}  # fmt: skip
@@ -251,7 +257,7 @@ def test_eval_task_ctc(tera_run, capsys):
     # the recurrent head reports each scored epoch (it trains for minutes): 2 fractions x 3 encoders x 2 epochs
     assert out.count("bilstm epoch 2/2: validation CER") == 6 and out.count("bilstm epoch 1/2") == 6
     assert "raw = log-mel frames (normalized per bin, 4 stacked) under the same head" in out  # the column said
-    rows = json.loads((tera_run / "eval.json").read_text())
+    rows = [r for r in json.loads((tera_run / "eval.json").read_text()) if r["task"] == "ctc"]
     got = {(r["protocol"], r["encoder"]) for r in rows}
     frozen = {(p, e) for p in ("linear", "bilstm") for e in ("pretrained", "random_init", "raw")}
     assert got == frozen | {("finetune", "pretrained"), ("finetune", "supervised")}
@@ -330,6 +336,7 @@ def test_compare_ranks_speech_runs_on_the_tasks_error_rate(synth_small, tmp_path
 
 def test_eval_fields_that_are_also_flags_can_be_set(tera_run):
     """``--set baselines=false`` is ``--no-baselines`` (it was a TypeError traceback: the field is also a parameter)."""
+    (tera_run / "eval.json").unlink(missing_ok=True)
     assert main(["eval", str(tera_run), "--task", "verify", "--set", "baselines=false", "--set", "task=verify"]) == 0
     rows = json.loads((tera_run / "eval.json").read_text())
     assert {r["encoder"] for r in rows} == {"pretrained"}

@@ -13,7 +13,8 @@
   scratch with the same recipe).
 - Rows: ``{"task", "protocol", "labels", "encoder", "split", "metric", "value"}`` (linear rows add
   ``"chosen": {"l2": ...}``; a task with two metrics, ctc's CER and WER, writes a row for each), written to
-  ``RUN/eval.json``; the time spent goes to ``RUN/eval_cost.json``. Error rates (verify's EER, ctc's CER / WER)
+  ``RUN/eval.json`` (merged: rows of another task, protocol, fraction or encoder stay; ``runs.write_eval_rows``);
+  the time spent goes to ``RUN/eval_cost.json``. Error rates (verify's EER, ctc's CER / WER)
   are lower-is-better (``tasks.higher_is_better``).
 - Frozen features are extracted once per encoder and split and shared by every frozen protocol and the
   t-SNE picture; extraction shows progress, and an estimate of the whole evaluation is printed first.
@@ -44,7 +45,7 @@ from selfsup.evaluate.protocols import knn_accuracy, linear_accuracy, linear_pro
 from selfsup.evaluate.sparse import is_sparse, onehot_features, sparse_baseline
 from selfsup.fmt import fmt_duration
 from selfsup.registry import PROTOCOLS, TASKS
-from selfsup.runs import atomic_write_text, load_config, load_encoder, read_encoder_json
+from selfsup.runs import atomic_write_text, load_config, load_encoder, read_encoder_json, write_eval_rows
 from selfsup.views import finetune_augment
 
 SPLITS = ("val", "test")  # every score is reported on both; selections read "val" only
@@ -371,9 +372,9 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
              plot: bool | None = None, task: str | None = None, log=print, **overrides) -> list[dict]:  # fmt: skip
     """Score the run's encoder (and baselines) with each protocol at each label fraction, on validation and test.
 
-    Writes ``RUN/eval.json`` (the rows) and ``RUN/eval_cost.json``; ``plot`` also writes
-    ``RUN/label_efficiency.png``, ``RUN/embedding.png`` and ``RUN/report.html`` and adds the supervised
-    curve if finetune is not among the protocols (unless baselines are off). ``overrides`` set EvalConfig
+    Writes ``RUN/eval.json`` (the rows, merged with earlier evaluations' other rows) and ``RUN/eval_cost.json``;
+    ``plot`` also writes ``RUN/label_efficiency.png``, ``RUN/embedding.png`` and ``RUN/report.html`` and adds the
+    supervised curve if finetune is not among the protocols (unless baselines are off). ``overrides`` set EvalConfig
     fields (``train_limit=``, ``knn_k=``, ...).
     """
     clock = _Clock()
@@ -381,11 +382,12 @@ def evaluate(run_path: str | Path, protocol: str | list[str] | None = None, labe
     estimate = estimate_seconds(s, log)
     feats = frozen_features(s, log, clock)
     rows = score_rows(s, feats, log, clock)
-    atomic_write_text(s.run / "eval.json", json.dumps(rows, indent=1))
+    merged = write_eval_rows(s.run, rows)
     log(format_table(rows))
     if any(r["encoder"] == "raw" for r in rows):
         log(f"raw = {raw_baseline_name(s.raw.spec.kind, s.task.name)}")
-    log(f"wrote {s.run / 'eval.json'}")
+    kept = len(merged) - len(rows)
+    log(f"wrote {s.run / 'eval.json'}" + (f" (with {kept} rows of earlier evaluations kept)" if kept else ""))
     if s.ev.plot:
         from selfsup.report.evaluation import write_eval_report
 

@@ -177,3 +177,16 @@ def test_eval_json_keeps_the_rows_of_other_evaluations(tmp_path):
     (tmp_path / "eval.json").write_text('{"not": "rows"}')
     with pytest.raises(UserError, match="eval.json: not a list of evaluation rows; move it away"):
         write_eval_rows(tmp_path, again)
+
+
+def test_the_carve_says_when_a_fraction_is_raised_to_one_sample_per_class():
+    """klettres at 1%: about 13 clips for 20 languages; balanced subsets take one a class, and the note says so."""
+    from selfsup.config import EvalConfig
+    from selfsup.data import Split
+    from selfsup.registry import TASKS
+
+    y = np.repeat(np.arange(20), 70)  # 1,400 samples, 20 classes
+    train, test = Split(np.zeros((len(y), 3)), y), Split(np.zeros((40, 3)), np.arange(40) % 20)
+    carved = TASKS.get("classify")().carve(train, test, EvalConfig(labels=[0.01, 0.1]))
+    assert "1260 labelled samples in 20 classes (1%: 20 (one per class; 1% would be 13), 10%: 120)" in carved.note
+    assert len(carved.subsets[0.01]) == 20 and len(np.unique(y[carved.index["pool"][1]][carved.subsets[0.01]])) == 20

@@ -76,7 +76,10 @@ def test_metric_direction_and_table():
              "value": v} for m, v in (("cer", 0.25), ("wer", 0.5))]  # fmt: skip
     table = format_table(rows)
     assert "test cer (lower is better)" in table and "test wer (lower is better)" in table
-    assert "25.0%" in table and "50.0%" in table
+    assert "25.0%" in table and "50.0%" in table and "100%" in table  # ctc trains on a fraction of the transcripts
+    eer = [{**rows[0], "task": "verify", "protocol": "cosine", "metric": "eer", "value": 0.05}]
+    line = format_table(eer).splitlines()[-1].split()
+    assert line == ["cosine", "-", "5.0%"]  # verify trains on no labels: no fraction printed
 
 
 # ----------------------------------------------------------------------------- ctc: decoding and error rates

@@ -427,10 +427,11 @@ def format_table(rows: list[dict], split: str = "test") -> str:
     width = max(18, len(title) + 2)
     head = f"{title:<{width}}{'labels':>8}" + "".join(f"{e:>13}" for e in encoders)
     lines = [head, "-" * len(head)]
+    fractions = {r["protocol"]: getattr(TASKS.get(r.get("task", "classify")), "label_fractions", True) for r in rows}
     for proto, frac in keys:
         cells = "".join(f"{100 * val[(proto, frac, e)]:>12.1f}%" if (proto, frac, e) in val else f"{'-':>13}"
                         for e in encoders)  # fmt: skip
-        lines.append(f"{proto:<{width}}{f'{100 * frac:g}%':>8}{cells}")
+        lines.append(f"{proto:<{width}}{f'{100 * frac:g}%' if fractions[proto] else '-':>8}{cells}")
     return "\n".join(lines)
 
 

@@ -141,6 +141,7 @@ class Verify:
     protocols = ("cosine",)
     default_protocols = ("cosine",)
     features = "pooled"
+    label_fractions = False  # nothing is trained on labels: rows carry labels 1.0, tables print "-"
 
     def splits(self, data, ds, log=print):
         """(background, verification): clips of disjoint speakers."""

@@ -156,9 +156,12 @@ def test_bad_input_is_skipped_and_counted(tmp_path, private_cache):
     _bad_folder(root)
     log = Log()
     ds = load_audio_folder(root, log=log)
-    assert len(ds.train) == 2 and ds.test is None  # one clip per speaker: none held out
-    assert len(log) == 1 and "skipped 7 of 9 audio inputs" in log[0], log
-    assert "3 unreadable or empty audio files" in log[0] and "1 transcript outside the alphabet" in log[0]
+    assert len(ds.train) + len(ds.test) == 3  # good.wav of each speaker and digits.wav, without its transcript
+    assert len(log) == 1 and "skipped 6 of 9 audio inputs" in log[0], log
+    assert "3 unreadable or empty audio files" in log[0]
+    assert "dropped 1 transcript outside the alphabet (e.g. spk1/digits.txt), its clip kept without one" in log[0]
+    spoken = load_audio_folder(root, labels="transcript", log=Log())  # digits.wav is not one of the transcribed
+    assert len(spoken.train) + (len(spoken.test) if spoken.test else 0) == 1
     assert "2 clips shorter than 55 ms (e.g. spk" in log[0]
     assert "1 metadata.csv line naming no audio file (e.g. metadata.csv line 2)" in log[0]
     again = Log()
@@ -168,7 +171,7 @@ def test_bad_input_is_skipped_and_counted(tmp_path, private_cache):
 
 @pytest.mark.parametrize("culprit,match", [
     ("corrupt", "corrupt.wav is not a readable audio file"),
-    ("empty", "empty.flac is not a readable audio file"),
+    ("empty", "empty.flac is not a readable audio file \\(the file is empty, 0 bytes\\)"),
     ("noframes", "noframes.wav is not a readable audio file"),
     ("digits", "digits.txt: the transcript 'call 911 now' of spk1/digits.wav has characters outside"),
     ("metadata", "metadata.csv line 2 names 'spk1/missing'"),

@@ -29,9 +29,9 @@ A user's audio folder (``--data PATH``, read by :func:`load_audio_folder`):
   error naming groups.csv and the line). A ``speaker`` column there replaces the sub-folder speaker group (the
   labels still come from the sub-folders). groups.csv is read at every load, so editing it needs no re-decoding.
 * Bad input (a file soundfile cannot decode or without samples, a clip shorter than ``MIN_CLIP`` (55 ms, the
-  audio of the speech encoder's first token), a transcript outside the alphabet, a ``metadata.csv`` line naming no
-  file) is skipped and counted in one log line, or with ``strict=True`` a
-  one-line :class:`UserError` naming the file. A folder with no audio file is an error.
+  audio of the speech encoder's first token), a ``metadata.csv`` line naming no file) is skipped, and a transcript
+  outside the alphabet is dropped (its clip kept, untranscribed), counted in one log line, or with ``strict=True``
+  a one-line :class:`UserError` naming the file. A folder with no audio file is an error.
 * Decoded once into ``cache_dir()/audio/<key>/`` (``audio.npy`` int16 [total], train clips first then test,
   ``offsets.npy`` int64 [N + 1], ``meta.json`` written last); the key covers every file's path, size and mtime.
 """
@@ -62,7 +62,7 @@ CHARS = " 'abcdefghijklmnopqrstuvwxyz"  # the CTC alphabet; character ids are 1 
 CTC_CLASSES = ["<blank>", *CHARS]  # class id -> name; 0 is CTC's blank
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-CACHE_VERSION = 2  # 2: clips shorter than MIN_CLIP skipped
+CACHE_VERSION = 3  # 2: clips shorter than MIN_CLIP skipped; 3: a bad transcript drops the transcript, not the clip
 # the audio the speech encoder's first token reads (4 log-mel frames of 25 ms every 10 ms: 55 ms); a shorter clip
 # is skipped and counted (an error under --strict): it holds less than one token of sound
 MIN_CLIP = AudioSpec().win + 3 * AudioSpec().hop
@@ -205,6 +205,8 @@ def decode_audio(source, target: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def _decode_file(path: Path) -> tuple[np.ndarray | None, str]:
+    if path.stat().st_size == 0:
+        return None, "the file is empty, 0 bytes"
     try:
         return decode_audio(str(path)), ""
     except Exception as exc:  # noqa: BLE001 - soundfile raises several types on damaged or foreign data
@@ -300,7 +302,8 @@ class _Skipped:
     """Bad input, counted by kind; with ``strict`` the first one is a one-line UserError."""
 
     # each kind: (singular[, plural])
-    WHAT = {"audio": ("unreadable or empty audio file",), "transcript": ("transcript outside the alphabet",),
+    WHAT = {"audio": ("unreadable or empty audio file",),
+            "transcript": ("transcript outside the alphabet", "transcripts outside the alphabet"),
             "metadata": ("metadata.csv line naming no audio file",),
             "short": (f"clip shorter than {MIN_CLIP_MS} ms", f"clips shorter than {MIN_CLIP_MS} ms")}  # fmt: skip
 
@@ -315,11 +318,16 @@ class _Skipped:
 
 
 def skipped_line(name: str, counts: dict, examples: dict, total: int) -> str | None:
-    """One line counting what was skipped, or None."""
+    """One line counting what was skipped (and the transcripts dropped from clips that were kept), or None."""
     if not counts:
         return None
-    parts = [f"{count(n, *_Skipped.WHAT[k])} (e.g. {examples[k]})" for k, n in counts.items()]
-    return f"{name}: skipped {sum(counts.values())} of {total} audio inputs: " + "; ".join(parts)
+    said = lambda k, n: f"{count(n, *_Skipped.WHAT[k])} (e.g. {examples[k]})"  # noqa: E731
+    skipped = {k: n for k, n in counts.items() if k != "transcript"}
+    parts = [f"skipped {sum(skipped.values())} of {total} audio inputs: " + "; ".join(
+        said(k, n) for k, n in skipped.items())] if skipped else []  # fmt: skip
+    if n := counts.get("transcript"):
+        parts.append(f"dropped {said('transcript', n)}, {'its clip' if n == 1 else 'their clips'} kept without one")
+    return f"{name}: " + "; ".join(parts)
 
 
 def _metadata_lines(root: Path, csv_rel: str, audio: set[str], skipped: _Skipped) -> dict[str, tuple[str, str]]:
@@ -347,7 +355,7 @@ def _metadata_lines(root: Path, csv_rel: str, audio: set[str], skipped: _Skipped
 
 
 def _transcripts(root: Path, files: list[str], audio: list[str], skipped: _Skipped) -> dict[str, str | None]:
-    """Each audio file's normalized transcript (None: it has none); files with a bad one are left out."""
+    """Each audio file's normalized transcript (None: it has none, or one outside the alphabet, counted)."""
     present = set(files)
     listed: dict[str, tuple[str, str]] = {}
     for rel in files:
@@ -371,8 +379,7 @@ def _transcripts(root: Path, files: list[str], audio: list[str], skipped: _Skipp
             shown = " ".join(raw.split())[:60]
             skipped.add("transcript", where, f"{root / where}: the transcript {shown!r} of {rel} has characters "
                         "outside the alphabet (a-z, space, apostrophe); spell out digits and symbols")  # fmt: skip
-            continue
-        out[rel] = text
+        out[rel] = text  # None: the clip still serves pretraining and speaker labels, not speech-to-text
     return out
 
 
@@ -521,7 +528,7 @@ def load_audio_folder(path, strict: bool = False, labels: str = "speaker", seed:
     if line:
         log(line)
     audio = [f for f in files if f.lower().endswith(AUDIO_SUFFIXES)]
-    unread = sorted(set(audio) - set(meta["files"]))  # skipped: unreadable, or a transcript outside the alphabet
+    unread = sorted(set(audio) - set(meta["files"]))  # skipped: unreadable or too short
     groups = folder_groups(root, meta["files"], unread, "audio")
     return audio_dataset(name, meta, load_clips(folder), labels, groups)
 

@@ -1,5 +1,6 @@
 """Bad input ends in one clear line and a non-zero exit, never a traceback."""
 
+import json
 import subprocess
 import sys
 
@@ -104,3 +105,13 @@ def test_bad_values_found_by_a_new_user_are_one_line(tmp_path):
                           "encoder.params (resnet18)", "'dim'", "width")
     assert_one_line_error(selfsup_cli(*base, "--set", "method.temperature=hot", "--out", str(tmp_path / "d")),
                           "temperature", "float")
+
+
+def test_pretrain_says_how_long_it_trained(tmp_path):
+    """The last line of `selfsup pretrain` gives the steps and the time spent training (a budget is for training)."""
+    from selfsup.cli import _trained
+
+    assert _trained(tmp_path) == ""  # no cost.json: nothing said
+    (tmp_path / "cost.json").write_text(json.dumps({"wall_s": 120.2, "calibration_s": 4.7, "steps": 419,
+                                                    "samples_per_s": 446.6}))  # fmt: skip
+    assert _trained(tmp_path) == ": 419 steps in 2m00s of training (+4s timing the first steps), 447 samples/s"

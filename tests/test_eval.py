@@ -188,5 +188,7 @@ def test_the_carve_says_when_a_fraction_is_raised_to_one_sample_per_class():
     y = np.repeat(np.arange(20), 70)  # 1,400 samples, 20 classes
     train, test = Split(np.zeros((len(y), 3)), y), Split(np.zeros((40, 3)), np.arange(40) % 20)
     carved = TASKS.get("classify")().carve(train, test, EvalConfig(labels=[0.01, 0.1]))
-    assert "1260 labelled samples in 20 classes (1%: 20 (one per class; 1% would be 13), 10%: 120)" in carved.note
+    said = ("1260 labelled samples in 20 classes (class-balanced 1%: 20 (at least one per class; 1% would be 13), "
+            "10%: 120)")
+    assert said in carved.note
     assert len(carved.subsets[0.01]) == 20 and len(np.unique(y[carved.index["pool"][1]][carved.subsets[0.01]])) == 20

@@ -134,9 +134,9 @@ class Classify:
         splits = {"pool": train.take(pool_idx[used]), "val": train.take(val_idx), "test": test.take(test_idx)}
         n_classes = len(np.unique(y[pool_idx]))
         share = lambda f: round(f * len(pool_idx))  # noqa: E731  (balanced_subset takes at least one a class)
-        sizes_said = ", ".join(f"{100 * f:g}%: {len(subsets[f])}" + (f" (one per class; {100 * f:g}% would be "
-                               f"{share(f)})" if share(f) < n_classes else "") for f in ev.labels)  # fmt: skip
-        note = (f"{len(pool_idx)} labelled samples in {n_classes} classes ({sizes_said}), "
+        sizes_said = ", ".join(f"{100 * f:g}%: {len(subsets[f])}" + (f" (at least one per class; {100 * f:g}% "
+                               f"would be {share(f)})" if share(f) < n_classes else "") for f in ev.labels)  # fmt: skip
+        note = (f"{len(pool_idx)} labelled samples in {n_classes} classes (class-balanced {sizes_said}), "
                 f"{len(val_idx)} validation, {len(test)} test")  # fmt: skip
         sizes = {"labelled_pool": len(pool_idx), "validation": len(val_idx), "test": len(test)}
         index = {"pool": ("train", pool_idx[used]), "val": ("train", val_idx), "test": ("test", test_idx)}

@@ -178,7 +178,7 @@ class Verify:
         halves = "speaker-disjoint halves" if disjoint else "halves of each speaker's clips (2-3 speakers)"
         note = (f"{len(np.unique(spk))} verification speakers, {len(test)} clips in {halves}: {len(val_idx)} "
                 f"validation, {len(test_idx)} test; {len(pick)} background clips of other speakers; "
-                "no label fractions (rows at labels 1.0)")  # fmt: skip
+                "no label fractions (tables show '-', eval.json rows carry labels 1.0)")  # fmt: skip
         return Carve(splits, {1.0: np.arange(len(pick))}, note)
 
     def num_outputs(self, ds) -> int:

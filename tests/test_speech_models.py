@@ -123,6 +123,27 @@ def test_a_clip_alone_and_in_a_padded_batch_has_the_same_features(size):
             assert torch.allclose(enc(x[i : i + 1, :n]).pooled, alone.pooled, atol=1e-5), n  # lengths=None
 
 
+def test_extraction_batches_by_length_and_returns_each_clip_in_its_own_order():
+    """Clips are batched shortest first (less padding); features come back in the clips' order, as batch by batch."""
+    from selfsup.data.audio import Waveforms
+    from selfsup.evaluate.features import extract_features, length_order
+
+    torch.manual_seed(0)
+    enc = build_encoder("speech_transformer", SPEC, SMALL).eval()
+    rng = np.random.default_rng(0)
+    clips = [(3000 * rng.standard_normal(int(n))).astype(np.int16) for n in rng.integers(900, 12000, 9)]
+    x = Waveforms.from_clips(clips)
+    assert length_order(x.lengths, 9, 4).tolist() == np.argsort(x.lengths, kind="stable").tolist()
+    assert length_order(x.lengths, 9, 9) is None and length_order(np.full(9, 5), 9, 4) is None
+    alone = torch.cat([extract_features(enc, x[i : i + 1], 1, "cpu") for i in range(9)])
+    assert torch.allclose(extract_features(enc, x, 4, "cpu"), alone, atol=1e-5)
+    tokens = extract_features(enc, x, 4, "cpu", tokens=True)
+    for i in range(9):
+        one = extract_features(enc, x[i : i + 1], 1, "cpu", tokens=True)
+        assert torch.equal(tokens.lengths[i : i + 1], one.lengths)
+        assert torch.allclose(tokens.take([i]).flat, one.flat, atol=1e-5)
+
+
 def test_encoder_sizes_and_errors():
     params, note = resolve_encoder_params("speech_transformer", SPEC, {}, "cpu")
     assert (params["dim"], params["depth"], params["heads"]) == (144, 4, 4) and "tiny" in note

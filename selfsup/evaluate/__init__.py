@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from selfsup.errors import UserError
 from selfsup.evaluate import ctc as _ctc  # noqa: F401  (registers the speech tasks)
 from selfsup.evaluate import tasks as _tasks  # noqa: F401  (registers the tasks)
 from selfsup.evaluate import verify as _verify  # noqa: F401
-from selfsup.evaluate.estimate import estimate_phases, head_lengths
+from selfsup.evaluate.estimate import TIMED_BATCH, estimate_phases, head_lengths, length_ratio
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.finetune import finetune, param_groups, predict
 from selfsup.evaluate.protocols import knn_accuracy, linear_accuracy, linear_probe
@@ -133,30 +133,34 @@ def _progress(log, what: str):
     return report
 
 
-def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts=None, raw_kind="text"
-                     ) -> dict[str, dict]:  # fmt: skip
+def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts=None, raw_kind="text",
+                     per_sample: float | None = None) -> dict[str, dict]:  # fmt: skip
     """{encoder: {split: features}} for the encoders and the raw baseline, each extracted once: pooled features,
     or the tokens where the task reads them (text: sparse TF-IDF rows of ``texts``, {split: documents};
     sequences: k-mer counts, and a one-hot code of the residues as ``onehot`` where all have one length; a
-    task's own raw baseline where it has one)."""
+    task's own raw baseline where it has one). ``per_sample``: the estimate's seconds a sample (else timed here
+    on a small batch), for the time each encoder's extraction announces."""
     tokens = getattr(task, "features", "pooled") == "tokens"
     total = sum(len(s.x) for s in splits.values())
     feats: dict[str, dict[str, torch.Tensor]] = {}
     for name, enc in encoders.items():
         t0 = time.perf_counter()
-        n = min(ev.batch_size, len(splits["test"]))
-        probe = extract_features(enc, splits["test"].x[:n], ev.batch_size, device,
-                                 head_lengths(splits["test"].lengths, n))  # fmt: skip
-        estimate = (time.perf_counter() - t0) / max(1, len(probe)) * total
+        if per_sample is None:
+            n = min(ev.batch_size, len(splits["test"]), TIMED_BATCH)
+            lengths = head_lengths(splits["test"].lengths, n)
+            probe = extract_features(enc, splits["test"].x[:n], ev.batch_size, device, lengths)
+            per_sample = (time.perf_counter() - t0) / max(1, len(probe)) * length_ratio(splits, lengths)
+        estimate = per_sample * total
         log(f"extracting {name} features of {total} samples (about {fmt_duration(estimate)}) ...")
         show = estimate > 20  # progress lines only where there is something to wait for
         feats[name] = {k: extract_features(enc, s.x, ev.batch_size, device, s.lengths,
                                            _progress(log, f"{name} {k}") if show else None, tokens=tokens)
                        for k, s in splits.items()}  # fmt: skip
         clock.add("features", time.perf_counter() - t0)
-    if ev.baselines and hasattr(task, "raw_features"):  # e.g. verify: MFCC statistics; ctc: stacked log-mel frames
+    dense = dense_raw(task, spec, texts)
+    if ev.baselines and dense is not None:
         t0 = time.perf_counter()
-        feats["raw"] = {k: task.raw_features(s, spec) for k, s in splits.items()}
+        feats["raw"] = {k: dense(s) for k, s in splits.items()}
         clock.add("features", time.perf_counter() - t0)
     elif ev.baselines and texts is not None:
         t0 = time.perf_counter()
@@ -165,15 +169,22 @@ def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts
         if onehot is not None:
             feats["onehot"] = onehot
         clock.add("features", time.perf_counter() - t0)
-    elif ev.baselines and spec.kind == "audio":  # speech: MFCC statistics (selfsup.evaluate.mfcc)
+    return feats
+
+
+def dense_raw(task, spec, texts=None):
+    """The raw baseline's features of a Split as a function (None for text and sequences: sparse, from ``texts``):
+    the task's own (verify: MFCC statistics; ctc: stacked log-mel frames), MFCC statistics for other speech
+    tasks, else the modality's ``raw_features``."""
+    if hasattr(task, "raw_features"):
+        return lambda split: task.raw_features(split, spec)
+    if texts is not None:
+        return None
+    if spec.kind == "audio":  # speech: MFCC statistics (selfsup.evaluate.mfcc)
         from selfsup.evaluate.mfcc import mfcc_stats
 
-        t0 = time.perf_counter()
-        feats["raw"] = {k: mfcc_stats(s.x, spec) for k, s in splits.items()}
-        clock.add("features", time.perf_counter() - t0)
-    elif ev.baselines:
-        feats["raw"] = {k: raw_features(spec, s.x, s.lengths) for k, s in splits.items()}
-    return feats
+        return lambda split: mfcc_stats(split.x, spec)
+    return lambda split: raw_features(spec, split.x, split.lengths)
 
 
 def _frozen_rows(task, protocol, feats, ys, subsets, num_outputs, ev, log, clock, keep=None) -> list[dict]:
@@ -285,6 +296,7 @@ class Session:
     encoders: dict
     device: str
     num_outputs: int
+    timing: dict = field(default_factory=dict)  # the estimate's per-sample extraction seconds, reused
 
     @property
     def splits(self) -> dict:
@@ -326,8 +338,9 @@ def open_session(run_path, protocol=None, labels=None, baselines=None, plot=None
 
 
 def estimate_seconds(s: Session, log) -> dict[str, float]:
+    raw = dense_raw(s.task, s.ds.spec, s.texts) if s.ev.baselines else None
     estimate = estimate_phases(s.task, s.encoders, s.splits, s.subsets, s.ev, s.device, s.num_outputs, s.texts,
-                               s.raw.spec.kind, finetune_augment(s.ds.spec))  # fmt: skip
+                               s.raw.spec.kind, finetune_augment(s.ds.spec), raw, s.timing)  # fmt: skip
     parts = ", ".join(f"{k} {fmt_duration(v)}" for k, v in estimate.items())
     log(f"this evaluation should take about {fmt_duration(sum(estimate.values()))} ({parts})")
     return estimate
@@ -338,7 +351,7 @@ def frozen_features(s: Session, log, clock, always: bool = False) -> dict:
     if not always and not any(PROTOCOLS.get(p).frozen for p in s.ev.protocols):
         return {}
     return _frozen_features(s.task, s.encoders, s.splits, s.ds.spec, s.ev, s.device, log, clock, s.texts,
-                            s.raw.spec.kind)  # fmt: skip
+                            s.raw.spec.kind, s.timing.get("per_sample"))  # fmt: skip
 
 
 def score_rows(s: Session, feats: dict, log, clock, keep: dict | None = None) -> list[dict]:

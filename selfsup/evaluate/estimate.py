@@ -90,20 +90,35 @@ def _finetune_step_seconds(task, enc, pool, ev, device, num_outputs, augment) ->
     return seconds
 
 
+TIMED_BATCH = 128  # samples the estimate times extraction on (twice: a warm-up, then timed)
+
+
 def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, texts=None, raw_kind="text",
-                    augment=None) -> dict[str, float]:  # fmt: skip
+                    augment=None, raw=None, timing: dict | None = None) -> dict[str, float]:  # fmt: skip
     """Seconds each phase should take, told before a long evaluation: feature extraction timed on a batch of
-    test samples, the probes timed on a slice of their problem (text: the TF-IDF baseline timed on a slice of
-    the documents), fine-tuning from one timed step (``augment``: the modality's fine-tuning augmentation) and
-    the prediction of validation and test after each run."""
-    n = min(ev.batch_size, len(splits["test"]))
+    test samples (scaled by the mean length of all samples over the batch's, for variable-length data; ``raw``:
+    the dense raw baseline's function of a Split, timed on the same batch), the probes timed on a slice of their
+    problem (text: the TF-IDF baseline timed on a slice of the documents), fine-tuning from one timed step
+    (``augment``: the modality's fine-tuning augmentation) and the prediction of validation and test after each
+    run. ``timing`` receives ``per_sample``: the seconds of one sample's features, which extraction then reuses
+    instead of timing a batch of its own."""
+    n = min(ev.batch_size, len(splits["test"]), TIMED_BATCH)
     x, lengths = splits["test"].x[:n], head_lengths(splits["test"].lengths, n)  # one batch as extraction runs them
     enc = encoders["pretrained"]
     extract_features(enc, x, len(x), device, lengths)  # warm-up at the same shape (a new shape builds new kernels)
     t0 = time.perf_counter()
     extract_features(enc, x, len(x), device, lengths)
     per_sample = (time.perf_counter() - t0) / max(1, len(x))
+    longer = length_ratio(splits, lengths)
+    per_sample *= longer
+    if timing is not None:
+        timing["per_sample"] = per_sample
     total = sum(len(s) for s in splits.values())
+    raw_s = 0.0
+    if raw is not None:
+        t0 = time.perf_counter()
+        raw(splits["test"].take(np.arange(n)))
+        raw_s = (time.perf_counter() - t0) / max(1, n) * longer * total
     sizes = [len(idx) for idx in subsets.values()]
     queries = len(splits["val"]) + len(splits["test"])
     raw_dims = [int(np.prod(splits["test"].x.shape[1:]))] if ev.baselines and texts is None else []
@@ -111,7 +126,7 @@ def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, te
     out = {}
     frozen = [p for p in ev.protocols if PROTOCOLS.get(p).frozen]
     if frozen:
-        out["features"] = per_sample * total * len(encoders)
+        out["features"] = per_sample * total * len(encoders) + raw_s
     if frozen and getattr(task, "timed_probes", False):
         probes = _probe_seconds(sizes, queries, dims, num_outputs)
         out.update({p: probes[p] for p in ("knn", "linear") if p in frozen})
@@ -128,6 +143,14 @@ def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, te
         step = _finetune_step_seconds(task, enc, splits["pool"], ev, device, num_outputs, augment)
         out["finetune"] = tuned * (sum(steps) * step + len(sizes) * queries * per_sample)
     return out
+
+
+def length_ratio(splits: dict, timed_lengths) -> float:
+    """Mean length of every split's samples over that of the timed ones (1 for fixed-length data)."""
+    if timed_lengths is None or not len(timed_lengths):
+        return 1.0
+    every = np.concatenate([np.asarray(s.lengths, dtype=np.float64) for s in splits.values() if s.lengths is not None])
+    return float(every.mean() / max(1.0, float(np.mean(timed_lengths))))
 
 
 def head_lengths(lengths, n: int):

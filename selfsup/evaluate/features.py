@@ -64,7 +64,8 @@ def extract_features(encoder: Encoder, x, batch_size: int = 512, device: str = "
     ``Waveforms``, whose ``batch()`` pads) -> pooled features [N, D]
     (float32, CPU); with ``tokens`` the valid tokens of each sample instead (a :class:`TokenFeatures`; encoders
     whose ``Features`` carry ``tokens`` and their ``lengths``). ``progress(done, total, seconds)`` is called after
-    each batch.
+    each batch. Samples of several lengths are batched shortest first (``length_order``) and returned in their
+    own order: a batch pads to its longest sample.
 
     On a CPU, denormal floats are flushed to zero while features are extracted: a trained network's small
     activations otherwise take the CPU's slow path for subnormal arithmetic."""
@@ -86,14 +87,16 @@ def _extract(encoder: Encoder, x, batch_size: int, device: str, lengths, progres
     if channels_last:
         to_channels_last(encoder)
     out, n, start = [], len(x), time.perf_counter()
+    order = length_order(lengths if lengths is not None else getattr(x, "lengths", None), n, batch_size)
     for i in range(0, n, batch_size):
-        b = x[i : i + batch_size]
+        at = slice(i, i + batch_size) if order is None else order[i : i + batch_size]
+        b = x[at]
         if getattr(b, "ragged", False):  # e.g. audio clips: padded to the batch's longest
             b, lb = (t.to(dev) for t in b.batch())
         else:
             b = b.to(dev) if torch.is_tensor(b) else torch.from_numpy(np.array(b)).to(dev)  # a copy: memmaps are
             # read-only
-            lb = None if lengths is None else torch.as_tensor(np.asarray(lengths[i : i + batch_size])).to(dev)
+            lb = None if lengths is None else torch.as_tensor(np.asarray(lengths[at])).to(dev)
         if channels_last:
             b = as_channels_last(b)
         with autocast(dev):
@@ -106,11 +109,25 @@ def _extract(encoder: Encoder, x, batch_size: int, device: str, lengths, progres
             out.append(f.pooled.float().cpu())
         if progress is not None:
             progress(min(n, i + batch_size), n, time.perf_counter() - start)
+    back = None if order is None else np.argsort(order)  # the samples' own order again
     if tokens:
-        return TokenFeatures.from_padded(out, encoder.dim)
+        feats = TokenFeatures.from_padded(out, encoder.dim)
+        return feats if back is None else feats.take(back)
     if not out:
         return torch.zeros(0, encoder.dim)
-    return torch.cat(out)
+    feats = torch.cat(out)
+    return feats if back is None else feats[torch.from_numpy(back)]
 
 
-__all__ = ["TokenFeatures", "extract_features"]
+def length_order(lengths, n: int, batch_size: int) -> np.ndarray | None:
+    """The samples shortest first (stable), so each batch pads little, or None where the order does not matter
+    (one length, no lengths, or a single batch)."""
+    if lengths is None or n <= batch_size:
+        return None
+    lengths = np.asarray(lengths)
+    if (lengths == lengths[0]).all():
+        return None
+    return np.argsort(lengths, kind="stable")
+
+
+__all__ = ["TokenFeatures", "extract_features", "length_order"]

@@ -158,7 +158,7 @@ def test_bad_input_is_skipped_and_counted(tmp_path, private_cache):
     ds = load_audio_folder(root, log=log)
     assert len(ds.train) + len(ds.test) == 3  # good.wav of each speaker and digits.wav, without its transcript
     assert len(log) == 1 and "skipped 6 of 9 audio inputs" in log[0], log
-    assert "3 unreadable or empty audio files" in log[0]
+    assert "2 unreadable audio files (e.g. spk" in log[0] and "1 empty file (e.g. spk2/empty.flac)" in log[0]
     assert "dropped 1 transcript outside the alphabet (e.g. spk1/digits.txt), its clip kept without one" in log[0]
     spoken = load_audio_folder(root, labels="transcript", log=Log())  # digits.wav is not one of the transcribed
     assert len(spoken.train) + (len(spoken.test) if spoken.test else 0) == 1

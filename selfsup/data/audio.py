@@ -62,7 +62,7 @@ CHARS = " 'abcdefghijklmnopqrstuvwxyz"  # the CTC alphabet; character ids are 1 
 CTC_CLASSES = ["<blank>", *CHARS]  # class id -> name; 0 is CTC's blank
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-CACHE_VERSION = 3  # 2: clips shorter than MIN_CLIP skipped; 3: a bad transcript drops the transcript, not the clip
+CACHE_VERSION = 4  # 2: clips under MIN_CLIP skipped; 3: a bad transcript drops the transcript, not the clip; 4: empty
 # the audio the speech encoder's first token reads (4 log-mel frames of 25 ms every 10 ms: 55 ms); a shorter clip
 # is skipped and counted (an error under --strict): it holds less than one token of sound
 MIN_CLIP = AudioSpec().win + 3 * AudioSpec().hop
@@ -204,9 +204,12 @@ def decode_audio(source, target: int = SAMPLE_RATE) -> np.ndarray:
     return to_int16(resample(data.mean(axis=1), rate, target))
 
 
+EMPTY = "the file is empty, 0 bytes"
+
+
 def _decode_file(path: Path) -> tuple[np.ndarray | None, str]:
     if path.stat().st_size == 0:
-        return None, "the file is empty, 0 bytes"
+        return None, EMPTY
     try:
         return decode_audio(str(path)), ""
     except Exception as exc:  # noqa: BLE001 - soundfile raises several types on damaged or foreign data
@@ -302,7 +305,7 @@ class _Skipped:
     """Bad input, counted by kind; with ``strict`` the first one is a one-line UserError."""
 
     # each kind: (singular[, plural])
-    WHAT = {"audio": ("unreadable or empty audio file",),
+    WHAT = {"audio": ("unreadable audio file",), "empty": ("empty file",),
             "transcript": ("transcript outside the alphabet", "transcripts outside the alphabet"),
             "metadata": ("metadata.csv line naming no audio file",),
             "short": (f"clip shorter than {MIN_CLIP_MS} ms", f"clips shorter than {MIN_CLIP_MS} ms")}  # fmt: skip
@@ -430,8 +433,8 @@ def _decode_folder(root: Path, name: str, files: list[str], folder: Path, strict
         try:
             for rel, (clip, error) in zip(todo, pool.map(lambda r: _decode_file(root / r), todo)):
                 if clip is None:
-                    skipped.add("audio", rel, f"{os.path.join(name, rel)} is not a readable audio file ({error}); "
-                                "remove or re-encode it")  # fmt: skip
+                    skipped.add("empty" if error == EMPTY else "audio", rel, f"{os.path.join(name, rel)} is not a "
+                                f"readable audio file ({error}); remove or re-encode it")  # fmt: skip
                     continue
                 if len(clip) < MIN_CLIP:
                     skipped.add("short", rel, f"{os.path.join(name, rel)} lasts {1000 * len(clip) / SAMPLE_RATE:.0f} "

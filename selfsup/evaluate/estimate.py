@@ -103,11 +103,13 @@ def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, te
     run. ``timing`` receives ``per_sample``: the seconds of one sample's features, which extraction then reuses
     instead of timing a batch of its own."""
     n = min(ev.batch_size, len(splits["test"]), TIMED_BATCH)
-    x, lengths = splits["test"].x[:n], head_lengths(splits["test"].lengths, n)  # one batch as extraction runs them
+    idx, bs = timed_indices(splits["test"].lengths, n, ev.batch_size)
+    x = splits["test"].x[idx]
+    lengths = None if splits["test"].lengths is None else np.asarray(splits["test"].lengths)[idx]
     enc = encoders["pretrained"]
-    extract_features(enc, x, len(x), device, lengths)  # warm-up at the same shape (a new shape builds new kernels)
+    extract_features(enc, x, bs, device, lengths)  # warm-up at the same shapes (a new shape builds new kernels)
     t0 = time.perf_counter()
-    extract_features(enc, x, len(x), device, lengths)
+    extract_features(enc, x, bs, device, lengths)
     per_sample = (time.perf_counter() - t0) / max(1, len(x))
     longer = length_ratio(splits, lengths)
     per_sample *= longer
@@ -117,7 +119,7 @@ def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, te
     raw_s = 0.0
     if raw is not None:
         t0 = time.perf_counter()
-        raw(splits["test"].take(np.arange(n)))
+        raw(splits["test"].take(idx))
         raw_s = (time.perf_counter() - t0) / max(1, n) * longer * total
     sizes = [len(idx) for idx in subsets.values()]
     queries = len(splits["val"]) + len(splits["test"])
@@ -145,6 +147,18 @@ def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, te
     return out
 
 
+def timed_indices(lengths, n: int, batch_size: int) -> tuple[np.ndarray, int]:
+    """(the ``n`` samples to time extraction on, the batch size to time it with). Fixed-length samples: the first
+    ``n`` in one batch. Samples of several lengths: ``n`` spread evenly over the length order, in batches that
+    each span as wide a band of it as extraction's (which runs shortest first), so padding and the cost of long
+    samples weigh as they will."""
+    if lengths is None:
+        return np.arange(n), n
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    pick = order[np.unique(np.linspace(0, len(order) - 1, n).round().astype(np.int64))]
+    return pick, max(1, round(len(pick) * batch_size / len(order)))
+
+
 def length_ratio(splits: dict, timed_lengths) -> float:
     """Mean length of every split's samples over that of the timed ones (1 for fixed-length data)."""
     if timed_lengths is None or not len(timed_lengths):
@@ -153,9 +167,4 @@ def length_ratio(splits: dict, timed_lengths) -> float:
     return float(every.mean() / max(1.0, float(np.mean(timed_lengths))))
 
 
-def head_lengths(lengths, n: int):
-    """The first ``n`` lengths (None stays None): timing a batch needs them, or padding counts as tokens."""
-    return None if lengths is None else lengths[:n]
-
-
-__all__ = ["estimate_phases", "head_lengths"]
+__all__ = ["estimate_phases", "length_ratio", "timed_indices"]

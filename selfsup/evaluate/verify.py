@@ -175,7 +175,7 @@ class Verify:
         ids = np.unique(spk, return_inverse=True)[1].astype(np.int64)  # y: the verification set's speaker ids
         test = dataclasses.replace(test, y=ids)
         splits = {"pool": train.take(pick), "val": test.take(val_idx), "test": test.take(test_idx)}
-        halves = "speaker-disjoint halves" if disjoint else "halves of each speaker's clips (2-3 speakers)"
+        halves = "speaker-disjoint halves" if disjoint else "halves of each speaker's clips (too few speakers to part)"
         note = (f"{len(np.unique(spk))} verification speakers, {len(test)} clips in {halves}: {len(val_idx)} "
                 f"validation, {len(test_idx)} test; {len(pick)} background clips of other speakers; "
                 "no label fractions (tables show '-', eval.json rows carry labels 1.0)")  # fmt: skip

@@ -304,7 +304,7 @@ class Trainer:
         steps = self._broadcast_int(max(1, int(max(0.0, seconds - elapsed) / per_step)))
         self.cost["calibration_s"] += round(elapsed, 3)
         self._say(f"budget {fmt_duration(seconds)}: {per_step:.2f} s/step -> {steps} steps "
-                  f"({steps / max(1, self.steps_per_epoch):.2f} epochs of {self.n} samples)")  # fmt: skip
+                  f"({steps / max(1, self.steps_per_epoch):.3g} epochs of {self.n} training samples)")  # fmt: skip
         return steps
 
     def _total_steps(self) -> int:

@@ -344,3 +344,14 @@ def test_eval_fields_that_are_also_flags_can_be_set(tera_run):
     rows = json.loads((tera_run / "eval.json").read_text())
     assert {r["encoder"] for r in rows} == {"pretrained"}
     assert main(["eval", str(tera_run), "--set", "task=verify", "--set", "baselines=maybe"]) == 2
+
+
+def test_ctc_says_whether_its_test_speakers_are_in_the_pool():
+    """synth-speech scores unseen speakers; a folder's 20% hold-out shares them with the pool, and the line says so."""
+    from selfsup.evaluate.ctc import _test_speakers
+
+    split = lambda spk: Split(np.zeros((len(spk), 2)), None, groups={"speaker": np.array(spk)})  # noqa: E731
+    assert _test_speakers({"pool": split(["a", "b"]), "test": split(["c", "d"])}) == " (unseen speakers)"
+    mixed = {"pool": split(["a", "b"]), "test": split(["a", "c", "b", "b"])}
+    assert _test_speakers(mixed) == " (75% of them by speakers in the pool)"
+    assert _test_speakers({"pool": Split(np.zeros((2, 2))), "test": split(["a"])}) == ""

@@ -254,6 +254,15 @@ def fit_ctc_heads(train: TokenFeatures, train_y: SequenceLabels, val: TokenFeatu
 
 
 @TASKS.register("ctc")
+def _test_speakers(splits: dict) -> str:
+    """' (unseen speakers)' or ' (N% of them by speakers in the pool)', where the splits name speakers."""
+    pool, test = (splits[k].groups.get("speaker") for k in ("pool", "test"))
+    if pool is None or test is None or not len(test):
+        return ""
+    seen = float(np.isin(test, pool).mean())
+    return " (unseen speakers)" if seen == 0 else f" ({100 * seen:.0f}% of them by speakers in the pool)"
+
+
 class CTC:
     """Speech to text with a character CTC head; metric: character error rate (and WER rows)."""
 
@@ -297,7 +306,8 @@ class CTC:
                   "test": test.take(np.arange(len(test)))}  # fmt: skip
         note = (f"{len(pool_idx)} transcribed utterances to train on (" + ", ".join(
                     f"{100 * f:g}%: {len(subsets[f])}" for f in ev.labels) + "), "
-                f"{len(val_idx)} validation (speakers not in the pool), {len(test)} test")  # fmt: skip
+                f"{len(val_idx)} validation (speakers not in the pool), {len(test)} test"
+                + _test_speakers(splits))  # fmt: skip
         sizes = {"labelled_pool": len(pool_idx), "validation": len(val_idx), "test": len(test)}
         return Carve(splits, subsets, note, sizes)
 

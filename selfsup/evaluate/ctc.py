@@ -253,7 +253,6 @@ def fit_ctc_heads(train: TokenFeatures, train_y: SequenceLabels, val: TokenFeatu
 # ----------------------------------------------------------------------------- the task
 
 
-@TASKS.register("ctc")
 def _test_speakers(splits: dict) -> str:
     """' (unseen speakers)' or ' (N% of them by speakers in the pool)', where the splits name speakers."""
     pool, test = (splits[k].groups.get("speaker") for k in ("pool", "test"))
@@ -263,6 +262,7 @@ def _test_speakers(splits: dict) -> str:
     return " (unseen speakers)" if seen == 0 else f" ({100 * seen:.0f}% of them by speakers in the pool)"
 
 
+@TASKS.register("ctc")
 class CTC:
     """Speech to text with a character CTC head; metric: character error rate (and WER rows)."""
 

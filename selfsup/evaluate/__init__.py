@@ -38,7 +38,7 @@ from selfsup.errors import UserError
 from selfsup.evaluate import ctc as _ctc  # noqa: F401  (registers the speech tasks)
 from selfsup.evaluate import tasks as _tasks  # noqa: F401  (registers the tasks)
 from selfsup.evaluate import verify as _verify  # noqa: F401
-from selfsup.evaluate.estimate import TIMED_BATCH, estimate_phases, length_ratio, timed_indices
+from selfsup.evaluate.estimate import estimate_phases, extraction_seconds
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.finetune import finetune, param_groups, predict
 from selfsup.evaluate.protocols import knn_accuracy, linear_accuracy, linear_probe
@@ -146,11 +146,7 @@ def _frozen_features(task, encoders, splits, spec, ev, device, log, clock, texts
     for name, enc in encoders.items():
         t0 = time.perf_counter()
         if per_sample is None:
-            n = min(ev.batch_size, len(splits["test"]), TIMED_BATCH)
-            idx, bs = timed_indices(splits["test"].lengths, n, ev.batch_size)
-            lengths = None if splits["test"].lengths is None else np.asarray(splits["test"].lengths)[idx]
-            probe = extract_features(enc, splits["test"].x[idx], bs, device, lengths)
-            per_sample = (time.perf_counter() - t0) / max(1, len(probe)) * length_ratio(splits, lengths)
+            per_sample = extraction_seconds(enc, splits, ev, device, warm_up=False)[0]
         estimate = per_sample * total
         log(f"extracting {name} features of {total} samples (about {fmt_duration(estimate)}) ...")
         show = estimate > 20  # progress lines only where there is something to wait for

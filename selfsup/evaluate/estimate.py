@@ -102,17 +102,9 @@ def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, te
     (``augment``: the modality's fine-tuning augmentation) and the prediction of validation and test after each
     run. ``timing`` receives ``per_sample``: the seconds of one sample's features, which extraction then reuses
     instead of timing a batch of its own."""
-    n = min(ev.batch_size, len(splits["test"]), TIMED_BATCH)
-    idx, bs = timed_indices(splits["test"].lengths, n, ev.batch_size)
-    x = splits["test"].x[idx]
-    lengths = None if splits["test"].lengths is None else np.asarray(splits["test"].lengths)[idx]
     enc = encoders["pretrained"]
-    extract_features(enc, x, bs, device, lengths)  # warm-up at the same shapes (a new shape builds new kernels)
-    t0 = time.perf_counter()
-    extract_features(enc, x, bs, device, lengths)
-    per_sample = (time.perf_counter() - t0) / max(1, len(x))
-    longer = length_ratio(splits, lengths)
-    per_sample *= longer
+    per_sample, idx, longer = extraction_seconds(enc, splits, ev, device)
+    n = len(idx)
     if timing is not None:
         timing["per_sample"] = per_sample
     total = sum(len(s) for s in splits.values())
@@ -147,6 +139,22 @@ def estimate_phases(task, encoders, splits, subsets, ev, device, num_outputs, te
     return out
 
 
+def extraction_seconds(enc, splits: dict, ev, device, warm_up: bool = True) -> tuple[float, np.ndarray, float]:
+    """(seconds of one sample's features, scaled to the mean length of every split; the test samples timed; that
+    scale), timed on ``TIMED_BATCH`` test samples chosen by ``timed_indices`` (after a warm-up at the same shapes:
+    a new shape builds new kernels)."""
+    test = splits["test"]
+    idx, bs = timed_indices(test.lengths, min(ev.batch_size, len(test), TIMED_BATCH), ev.batch_size)
+    lengths = None if test.lengths is None else np.asarray(test.lengths)[idx]
+    x = test.x[idx]
+    if warm_up:
+        extract_features(enc, x, bs, device, lengths)
+    t0 = time.perf_counter()
+    extract_features(enc, x, bs, device, lengths)
+    longer = length_ratio(splits, lengths)
+    return (time.perf_counter() - t0) / max(1, len(idx)) * longer, idx, longer
+
+
 def timed_indices(lengths, n: int, batch_size: int) -> tuple[np.ndarray, int]:
     """(the ``n`` samples to time extraction on, the batch size to time it with). Fixed-length samples: the first
     ``n`` in one batch. Samples of several lengths: ``n`` spread evenly over the length order, in batches that
@@ -167,4 +175,4 @@ def length_ratio(splits: dict, timed_lengths) -> float:
     return float(every.mean() / max(1.0, float(np.mean(timed_lengths))))
 
 
-__all__ = ["estimate_phases", "length_ratio", "timed_indices"]
+__all__ = ["estimate_phases", "extraction_seconds", "length_ratio", "timed_indices"]
